@@ -1,0 +1,43 @@
+"""The SMPL body model: loading official files, a procedural body, the forward pass, layouts."""
+
+from lmr_jax.smpl.layouts import (
+    COMMON14_PELVIS,
+    LAYOUTS,
+    PARTS,
+    VIBE49_TO_COMMON14,
+    JointLayout,
+    get_layout,
+    layout_joints,
+    validate_parts,
+)
+from lmr_jax.smpl.lbs import forward
+from lmr_jax.smpl.model import (
+    LANDMARK_NAMES,
+    SMPL_PARENTS,
+    SMPLFileError,
+    SMPLModel,
+    from_arrays,
+    load,
+    save_official,
+)
+from lmr_jax.smpl.procedural import procedural
+
+__all__ = [
+    "COMMON14_PELVIS",
+    "LAYOUTS",
+    "PARTS",
+    "VIBE49_TO_COMMON14",
+    "JointLayout",
+    "get_layout",
+    "layout_joints",
+    "validate_parts",
+    "LANDMARK_NAMES",
+    "SMPL_PARENTS",
+    "SMPLFileError",
+    "SMPLModel",
+    "forward",
+    "from_arrays",
+    "load",
+    "procedural",
+    "save_official",
+]

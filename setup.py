@@ -1,0 +1,43 @@
+"""lmr_jax: Learning Local Recurrent Models for Human Mesh Recovery, in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="lmr_jax",
+    version="0.1.0",
+    description="LMR video human mesh recovery (local recurrent models over SMPL) in JAX/Flax",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["lmr_jax", "lmr_jax.*", "tfds_builders", "tfds_builders.*"]),
+    package_data={"tfds_builders": ["*/README.md", "*/CITATIONS.bib", "*/*.txt"]},
+    install_requires=[
+        # The user's list.
+        "jax>=0.4.35",
+        "flax>=0.10",
+        "optax",
+        "orbax-checkpoint",
+        "numpy",
+        "chex",
+        "tensorflow-datasets>=4.9.7",
+        "absl-py",
+        # Named by the design.
+        "ml-collections",
+        "grain",
+        "array-record",
+        "pillow",
+        "matplotlib",
+    ],
+    extras_require={
+        # smplfitter's numpy backend is the third-party SMPL the parity tests compare with
+        # (numpy/scipy only; no PyTorch).
+        "test": ["pytest", "ruff", "smplfitter"],
+        # Third-party JAX SMPL implementations timed beside ours in experiments/benchmarks.
+        "bench": ["smplfitter", "body-models[jax]"],
+    },
+    entry_points={
+        "console_scripts": [
+            "lmr-demo=lmr_jax.demo:main",
+        ],
+    },
+)
