@@ -18,6 +18,7 @@ from lmr_jax.smpl.model import (
     SMPLModel,
     from_arrays,
     load,
+    resolve,
     save_official,
 )
 from lmr_jax.smpl.procedural import procedural
@@ -39,5 +40,6 @@ __all__ = [
     "from_arrays",
     "load",
     "procedural",
+    "resolve",
     "save_official",
 ]

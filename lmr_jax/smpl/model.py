@@ -310,8 +310,10 @@ def load(path: str, J_regressor_extra=None, J_regressor_h36m=None) -> SMPLModel:
         parents[0] = -1  # stored as 2**32-1 in the official files
     else:
         parents = data.get("parents", SMPL_PARENTS)
-    extra = _maybe_npy(J_regressor_extra, data.get("J_regressor_extra"))
-    h36m = _maybe_npy(J_regressor_h36m, data.get("J_regressor_h36m"))
+    # VIBE keeps its regressors beside the model file (data/vibe_data); use them when present.
+    folder = os.path.dirname(path)
+    extra = _maybe_npy(J_regressor_extra, data.get("J_regressor_extra"), folder, "extra")
+    h36m = _maybe_npy(J_regressor_h36m, data.get("J_regressor_h36m"), folder, "h36m")
     return from_arrays(
         data["v_template"],
         data["shapedirs"],
@@ -328,8 +330,11 @@ def load(path: str, J_regressor_extra=None, J_regressor_h36m=None) -> SMPLModel:
     )
 
 
-def _maybe_npy(value, fallback):
+def _maybe_npy(value, fallback, folder: str, kind: str):
     if value is None:
+        beside = os.path.join(folder, f"J_regressor_{kind}.npy")
+        if fallback is None and os.path.exists(beside):
+            return np.load(beside)
         return fallback
     if isinstance(value, str | os.PathLike):
         if not os.path.exists(value):
@@ -387,3 +392,24 @@ def save_official(model: SMPLModel, path: str) -> None:
         return
     with open(path, "wb") as f:
         pickle.dump(data, f, protocol=2)
+
+
+SMPL_DIR_ENV = "LMR_JAX_SMPL_DIR"
+
+
+def resolve(path: str | None = None) -> SMPLModel:
+    """The body model a run uses: `path` if given, else $LMR_JAX_SMPL_DIR, else the procedural
+    body (seed 0), which needs no download.
+
+    Args:
+      path: an SMPL .pkl/.npz file or a folder holding one (e.g. the value of --smpl_path).
+
+    Returns:
+      The SMPLModel.
+    """
+    path = path or os.environ.get(SMPL_DIR_ENV) or None
+    if path is None:
+        from lmr_jax.smpl.procedural import procedural  # procedural imports this module
+
+        return procedural(0)
+    return load(path)
