@@ -64,7 +64,6 @@ def base_config(model_name: str = "lmr") -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 1_000
     c.train.max_to_keep = 3
     c.train.nonfinite = "stop"  # 'stop' | 'skip'
-    c.train.prefetch = 2
 
     c.eval = ml_collections.ConfigDict()
     c.eval.name = "synthetic_motion/standard"

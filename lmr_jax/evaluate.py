@@ -99,12 +99,14 @@ def video_errors(
     pve = np.full(len(gt_joints), np.nan)
     if has_smpl.any():
         rot = geometry.pose72_to_rotmats(jnp.asarray(video["pose"][has_smpl], jnp.float32))
-        gt_verts, gt_j24 = smpl.forward(body_model, jnp.asarray(video["shape"][has_smpl]), rot)
-        gt14 = smpl.layout_joints(body_model, gt_verts, gt_j24, "common14")
-        pred14 = pred_joints[has_smpl]
-        pelvis = lambda j: j[..., list(COMMON14_PELVIS), :].mean(-2)
+        gt_verts, _ = smpl.forward(body_model, jnp.asarray(video["shape"][has_smpl]), rot)
+        pred_verts = jnp.asarray(pred["vertices"][has_smpl])
+        # Both meshes are centred on the same mesh-regressed mid-hips (common-14 joints).
+        pelvis = lambda v: smpl.layout_joints(body_model, v, None, "common14")[
+            ..., list(COMMON14_PELVIS), :
+        ].mean(-2)
         pve[has_smpl] = np.asarray(
-            metrics.pve(pred["vertices"][has_smpl], gt_verts, pelvis(pred14), pelvis(gt14))
+            metrics.pve(pred_verts, gt_verts, pelvis(pred_verts), pelvis(gt_verts))
         )
     out["PVE"] = pve
     valid = (video["has_kp3d"] > 0) & (conf.sum(-1) > 0)

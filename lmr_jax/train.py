@@ -351,7 +351,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
         dataset_specs(config), window=config.data.window,
         global_batch_size=config.train.batch_size, num_local_devices=local_devices,
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
-        prefetch=config.train.prefetch,
     )  # fmt: skip
     data_iter = iter(dataset)
     start_state = data_iter.get_state()
