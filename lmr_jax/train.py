@@ -99,7 +99,7 @@ def train_step(
         outputs = model.apply(
             {"params": params}, batch["features"], train=True, rngs={"dropout": dropout_rng}
         )
-        return losses.compute_losses(outputs, batch, loss_config, body_model)
+        return losses.compute_losses(outputs, batch, loss_config, body_model, axis_name="data")
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grads = jax.lax.pmean(grads, axis_name="data")
@@ -187,6 +187,8 @@ def save_checkpoint(mngr, state: TrainState, data_iter, config) -> None:
     import grain
 
     step = int(state.step)
+    if jax.process_count() > 1:  # pmap's unreplicated outputs are host-local arrays
+        state = jax.tree.map(ocp.utils.fully_replicated_host_local_array_to_global_array, state)
     mngr.save(
         step,
         args=ocp.args.Composite(
@@ -195,6 +197,32 @@ def save_checkpoint(mngr, state: TrainState, data_iter, config) -> None:
             meta=ocp.args.JsonSave({"compat": _compat_view(config), "step": step}),
         ),
     )
+
+
+def _on_this_host(metadata) -> Any:
+    """Restore targets for saved arrays: same shapes and dtypes, on this process's first device
+    (so that a checkpoint saved by any number of processes restores anywhere)."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    tree = metadata.tree if hasattr(metadata, "tree") else metadata
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+
+
+def restore_params(workdir: str, step: int | None = None) -> Any:
+    """The parameters of a run's checkpoint (the latest by default), whatever topology saved them.
+
+    Raises:
+      TrainingError: the workdir has no checkpoint.
+    """
+    mngr = ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        item_handlers={"state": ocp.StandardCheckpointHandler()},
+    )
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise TrainingError(f"no checkpoint in {mngr.directory}; train first (--mode=train).")
+    target = _on_this_host(mngr.item_metadata(step)["state"])
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+    return restored["state"]["params"]
 
 
 def restore_checkpoint(mngr, state: TrainState, data_iter, config) -> TrainState:
@@ -209,7 +237,12 @@ def restore_checkpoint(mngr, state: TrainState, data_iter, config) -> TrainState
             f"the checkpoint at step {step} in {mngr.directory} comes from an incompatible "
             f"config ({mismatch}); use another --workdir or the original config."
         )
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(
+            x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        ),
+        state,
+    )
     restored = mngr.restore(
         step,
         args=ocp.args.Composite(
@@ -474,9 +507,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if mismatch:
         raise TrainingError(f"the checkpoint at step {step} in {mngr.directory} comes from an "
                             f"incompatible config ({mismatch}).")  # fmt: skip
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    params = restored["state"]["params"] if isinstance(restored["state"], dict) else (
-        restored["state"].params)  # fmt: skip
+    params = restore_params(workdir, step)
     results = validate(config, model, params, body_model, split=config.eval.split, max_videos=0)
     table = evaluate.write_results(results, workdir, config.eval.split, config.model.name)
     print(table, flush=True)
