@@ -1,10 +1,15 @@
-"""`make demo`: what lmr_jax does, end to end, on this machine with nothing downloaded.
+"""`make demo`: LMR, its single-RNN ablation and the VIBE-style baseline, trained and compared on
+the embedded synthetic dataset, on this machine, with nothing downloaded.
 
-    python -m lmr_jax.demo --out_dir=out/demo
+    python -m lmr_jax.demo --data_dir=data --out_dir=out/demo
 
 Steps (each prints what it did):
-  1. builds the procedural SMPL-format body, poses it and saves a picture of it;
-  2. times the jitted SMPL forward pass at a few batch sizes.
+  1. builds synthetic_motion/small (TFDS, array_record) unless it is already there;
+  2. trains each model with its experiment's `cpu` variant (a few minutes each on 2 cores) and
+     evaluates it on the test split (workdirs under --out_dir; a finished run is not redone);
+  3. prints one comparison table (MPJPE, PA-MPJPE, PVE, Accel in mm) and writes it to
+     results.md, with each run's training curves (plots/curves.png) and a picture of test
+     frames, ground truth beside the prediction (comparison.png).
 """
 
 from __future__ import annotations
@@ -16,81 +21,100 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from PIL import Image
 
-from lmr_jax import geometry, smpl, visualize
+from lmr_jax import config as config_lib
+from lmr_jax import metrics, train, visualize
+from lmr_jax.data import build, pipeline
 
-_OUT_DIR = flags.DEFINE_string("out_dir", "out/demo", "Where pictures and tables are written.")
+_OUT_DIR = flags.DEFINE_string("out_dir", "out/demo", "Where workdirs, tables and pictures go.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "data", "Where TFDS datasets are built.")
+_STEPS = flags.DEFINE_integer(
+    "steps", None, "Training steps per model (default: the cpu variant's)."
+)
+
+DATASET = "synthetic_motion/small"
 
 
-def _demo_pose() -> np.ndarray:
-    """A mid-stride pose in axis-angle [72], standing upright in a y-down camera frame."""
-    pose = np.zeros((24, 3))
-    pose[0] = [np.pi, 0.0, 0.0]  # SMPL is y-up; image frames are y-down
-    pose[1], pose[4], pose[2] = [-0.5, 0, 0], [0.8, 0, 0], [0.4, 0, 0]
-    pose[16], pose[17], pose[18] = [0, 0, -1.1], [0, 0, 1.2], [0, -1.2, 0]
-    pose[15] = [0, 0.5, 0]
-    return pose.reshape(72)
+def demo_configs() -> dict:
+    """The three compared runs: the `cpu` variants of their experiment files."""
+    lmr = config_lib.cpu(config_lib.base_config("lmr"))
+    single = config_lib.cpu(config_lib.base_config("lmr"))
+    single.model.single_rnn = True
+    vibe = config_lib.cpu(config_lib.base_config("vibe"))
+    return {"LMR": lmr, "Single RNN": single, "VIBE-style": vibe}
 
 
-def body_picture(model: smpl.SMPLModel, path: str, size: int = 480) -> None:
-    """Renders the body from three sides with its `vibe49` keypoints and saves a PNG."""
-    base = _demo_pose()
+def run_model(label: str, config, workdir: str) -> dict:
+    """Trains and evaluates one model, or reads the results of a finished run."""
+    results_file = os.path.join(workdir, "eval", f"{config.eval.split}.json")
+    if os.path.exists(results_file):
+        import json
+
+        with open(results_file) as f:
+            print(f"[2] {label}: finished run found in {workdir}, not retrained")
+            return json.load(f)
+    start = time.perf_counter()
+    print(f"[2] {label}: training {config.train.num_steps} steps in {workdir}", flush=True)
+    results = train.train_and_evaluate(config, workdir)
+    print(f"    {label}: trained and evaluated in {(time.perf_counter() - start) / 60:.1f} min")
+    return results
+
+
+def comparison_picture(config, workdir: str, path: str, frames=(0, 10, 20, 30)) -> None:
+    """Ground truth (orange) beside the prediction (blue) on frames of the first test video."""
+    from lmr_jax import geometry, models, smpl
+
+    body_model = smpl.resolve(config.smpl_path or None)
+    model = models.build_model(config.model, body_model)
+    params = train.restore_params(workdir)
+    spec = train.eval_spec(config, config.eval.name, config.eval.split)
+    video = next(pipeline.eval_videos(spec))
+    t = config.data.window
+    frames = [f for f in frames if f < len(video["features"]) - t] or [0]
     panels = []
-    for turn in (0.0, np.pi / 2, np.pi * 0.85):
-        pose = base.copy()
-        root = geometry.axis_angle_to_matrix(jnp.asarray(pose[:3]))
-        pose[:3] = np.asarray(
-            geometry.matrix_to_axis_angle(
-                root @ geometry.axis_angle_to_matrix(jnp.array([0, turn, 0.0]))
-            )
-        )
-        rotmats = geometry.pose72_to_rotmats(jnp.asarray(pose, jnp.float32))
-        verts, joints = smpl.forward(model, jnp.zeros(10), rotmats)
-        kp = smpl.layout_joints(model, verts, joints, "vibe49")
-        centre = np.asarray(joints[0])
-        verts, kp = np.asarray(verts) - centre, np.asarray(kp) - centre
-        cam = np.array([0.9, 0.0, 0.05])
-        image = Image.new("RGB", (size, size), (255, 255, 255))
-        visualize.render_mesh(image, visualize.project_vertices(verts, cam, size), model.faces)
-        visualize.draw_keypoints(image, cam[0] * (kp[:, :2] + cam[1:]), size)
-        panels.append(image)
-    sheet = Image.new("RGB", (size * len(panels), size), (255, 255, 255))
-    for i, panel in enumerate(panels):
-        sheet.paste(panel, (i * size, 0))
-    sheet.save(path)
-
-
-def time_forward(model: smpl.SMPLModel, batch_sizes=(1, 32, 256)) -> list[tuple[int, float]]:
-    """Samples per second of the jitted forward pass (vertices and joints) per batch size."""
-    fwd = jax.jit(smpl.forward)
-    rows = []
-    for batch in batch_sizes:
-        key = jax.random.PRNGKey(batch)
-        pose = 0.3 * jax.random.normal(key, (batch, 24, 3))
-        rotmats = geometry.axis_angle_to_matrix(pose)
-        betas = jax.random.normal(key, (batch, 10))
-        jax.block_until_ready(fwd(model, betas, rotmats))
-        start, calls = time.perf_counter(), 0
-        while time.perf_counter() - start < 1.0:
-            jax.block_until_ready(fwd(model, betas, rotmats))
-            calls += 1
-        rows.append((batch, calls * batch / (time.perf_counter() - start)))
-    return rows
+    for f in frames:
+        window = jnp.asarray(video["features"][None, f : f + t])
+        out = jax.device_get(model.apply({"params": params}, window, train=False))
+        rot = jnp.asarray(video["pose"][f : f + 1])
+        gt_verts, _ = smpl.forward(body_model, jnp.asarray(video["shape"][f : f + 1]),
+                                   geometry.pose72_to_rotmats(rot))  # fmt: skip
+        panels.append(visualize.side_by_side(
+            np.asarray(gt_verts[0]), out["vertices"][0, 0], np.asarray(body_model.faces),
+            video["cam"][f], out["cam"][0, 0], video["kp2d"][f],
+        ))  # fmt: skip
+    visualize.save_strip(panels, path)
 
 
 def main(argv):
     del argv
-    os.makedirs(_OUT_DIR.value, exist_ok=True)
-    model = smpl.procedural(seed=0)
-    path = os.path.join(_OUT_DIR.value, "procedural_body.png")
-    body_picture(model, path)
-    print(f"[1] procedural SMPL-format body (6890 vertices, 24 joints): picture -> {path}")
-    print("[2] jitted SMPL forward pass (vertices + joints), float32, this CPU:")
-    print("| batch | samples/s |\n|---:|---:|")
-    for batch, rate in time_forward(model):
-        print(f"| {batch} | {rate:,.0f} |")
+    out_dir = os.path.abspath(_OUT_DIR.value)
+    data_dir = os.path.abspath(_DATA_DIR.value)
+    os.makedirs(out_dir, exist_ok=True)
+    start = time.perf_counter()
+    builder = build.build(DATASET, data_dir)
+    splits = ", ".join(f"{k} {v.num_examples}" for k, v in builder.info.splits.items())
+    print(f"[1] {DATASET} ready in {builder.data_dir}: {splits} videos "
+          f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+
+    rows, configs = {}, demo_configs()
+    for label, config in configs.items():
+        config.data.data_dir = data_dir
+        if _STEPS.value:
+            config.train.num_steps = _STEPS.value
+        workdir = os.path.join(out_dir, label.lower().replace(" ", "_").replace("-", "_"))
+        rows[label] = run_model(label, config, workdir)["overall"]
+        configs[label] = (config, workdir)
+
+    table = metrics.format_table(rows)
+    print(f"\n[3] test split of {DATASET} ({configs['LMR'][0].eval.protocol} protocol, mm):")
+    print(table)
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(table + "\n")
+    picture = os.path.join(out_dir, "comparison.png")
+    comparison_picture(*configs["LMR"], picture)
+    print(f"    table -> {out_dir}/results.md; curves -> {out_dir}/*/plots/curves.png; "
+          f"picture -> {picture}")  # fmt: skip
+    print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} min")
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ def train_step(
     loss, terms = jax.lax.pmean((loss, terms), axis_name="data")
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     if skip_nonfinite:
         keep = lambda new, old: jnp.where(finite, new, old)
@@ -139,9 +139,17 @@ def init_state(config, model, optimizer, features_shape: tuple[int, ...]) -> Tra
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
     dummy = jnp.zeros((1, *features_shape[-2:]), jnp.float32)
     params = jax.jit(lambda r: model.init({"params": r}, dummy, train=False)["params"])(rng)
-    return TrainState(
+    state = TrainState(
         step=jnp.asarray(0, jnp.int32), params=params, opt_state=optimizer.init(params)
     )
+    return replicate_on_local_devices(state)
+
+
+def replicate_on_local_devices(tree: Any) -> Any:
+    """Places arrays as the pmapped step returns its unreplicated outputs (replicated over this
+    process's devices), so that the first step is traced and compiled like every later one."""
+    mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("data",))
+    return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,7 +258,7 @@ def restore_checkpoint(mngr, state: TrainState, data_iter, config) -> TrainState
             data=grain.checkpoint.CheckpointRestore(data_iter),
         ),
     )
-    return restored["state"]
+    return replicate_on_local_devices(restored["state"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -91,3 +91,46 @@ def draw_keypoints(
         if c > 0:
             draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=color)
     return image
+
+
+def mesh_panel(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    cam: np.ndarray,
+    color: tuple[int, int, int],
+    kp2d: np.ndarray | None = None,
+    size: int = 256,
+) -> Image.Image:
+    """One crop-sized picture of a mesh seen through its weak-perspective camera."""
+    image = Image.new("RGB", (size, size), (255, 255, 255))
+    render_mesh(image, project_vertices(np.asarray(vertices), cam, size), faces, color)
+    if kp2d is not None:
+        draw_keypoints(image, kp2d, size)
+    return image
+
+
+def side_by_side(
+    gt_vertices: np.ndarray,
+    pred_vertices: np.ndarray,
+    faces: np.ndarray,
+    gt_cam: np.ndarray,
+    pred_cam: np.ndarray,
+    kp2d: np.ndarray | None = None,
+    size: int = 256,
+) -> Image.Image:
+    """Ground truth (orange) and prediction (blue) in the same crop frame, keypoints on both."""
+    panel = Image.new("RGB", (2 * size, size), (255, 255, 255))
+    panel.paste(mesh_panel(gt_vertices, faces, gt_cam, GT_COLOR, kp2d, size), (0, 0))
+    panel.paste(mesh_panel(pred_vertices, faces, pred_cam, PRED_COLOR, kp2d, size), (size, 0))
+    return panel
+
+
+def save_strip(panels: list[Image.Image], path: str) -> None:
+    """Stacks pictures vertically into one PNG."""
+    width = max(p.width for p in panels)
+    sheet = Image.new("RGB", (width, sum(p.height for p in panels)), (255, 255, 255))
+    y = 0
+    for p in panels:
+        sheet.paste(p, (0, y))
+        y += p.height
+    sheet.save(path)
