@@ -7,7 +7,9 @@ from lmr_jax.smpl.layouts import (
     VIBE49_TO_COMMON14,
     JointLayout,
     get_layout,
+    joint_model,
     layout_joints,
+    layout_support,
     validate_parts,
 )
 from lmr_jax.smpl.lbs import forward
@@ -30,6 +32,8 @@ __all__ = [
     "VIBE49_TO_COMMON14",
     "JointLayout",
     "get_layout",
+    "joint_model",
+    "layout_support",
     "layout_joints",
     "validate_parts",
     "LANDMARK_NAMES",

@@ -18,6 +18,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 
 import jax.numpy as jnp
+import numpy as np
 
 from lmr_jax.smpl.model import LANDMARK_NAMES, SMPLModel
 
@@ -260,3 +261,44 @@ def validate_parts(parts: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, .
             f"range {bad}, repeated {dup}, missing {missing}."
         )
     return parts
+
+
+def layout_support(model: SMPLModel, layout: str | JointLayout) -> np.ndarray:
+    """Vertex ids that the joints of `layout` depend on (landmarks and regressor columns)."""
+    layout = get_layout(layout)
+    ids = set()
+    for kind, i in layout.sources:
+        if kind == "vertex":
+            ids.add(model.landmarks[i])
+        elif kind in ("extra", "h36m"):
+            regressor = model.J_regressor_extra if kind == "extra" else model.J_regressor_h36m
+            if regressor is None:
+                continue  # layout_joints names the missing regressor
+            ids.update(np.nonzero(np.asarray(regressor[i]))[0].tolist())
+    return np.asarray(sorted(ids), np.int64)
+
+
+def joint_model(model: SMPLModel, layout: str | JointLayout) -> SMPLModel:
+    """The body model restricted to the vertices `layout` needs: same joints, far less skinning.
+
+    `forward` on the result skins only those vertices (joints still come from the full
+    template through J_template / J_shapedirs), and `layout_joints` on its output gives exactly
+    the joints of the full model. Training losses need joints only, so this is what a train step
+    runs; vertices (for PVE, pictures, export) come from the full model. Needs concrete arrays
+    (call it outside jit, e.g. when a model is built).
+    """
+    ids = layout_support(model, layout)
+    position = {int(v): n for n, v in enumerate(ids)}
+    num_verts = model.v_template.shape[0]
+
+    def restrict(value):
+        if isinstance(value, tuple):
+            return tuple(restrict(v) for v in value)
+        if not hasattr(value, "shape") or num_verts not in value.shape:
+            return value  # e.g. faces, joint templates
+        return jnp.take(value, ids, axis=value.shape.index(num_verts))
+
+    fields = {f.name: restrict(getattr(model, f.name)) for f in dataclasses.fields(model)}
+    fields["faces"] = model.faces[:0]  # faces index the full mesh; a joint model has none
+    fields["landmarks"] = tuple(position.get(int(v), 0) for v in model.landmarks)
+    return model.replace(**fields)
