@@ -37,7 +37,10 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "lmr-demo=lmr_jax.demo:main",
+            "lmr-demo=lmr_jax.demo:run",
+            "lmr-train=lmr_jax.main:train_cli",
+            "lmr-eval=lmr_jax.main:eval_cli",
+            "lmr-build-data=lmr_jax.data.build:main",
         ],
     },
 )

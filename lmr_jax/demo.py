@@ -117,5 +117,10 @@ def main(argv):
     print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} min")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console script `lmr-demo`."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()
