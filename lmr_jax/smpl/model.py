@@ -64,6 +64,13 @@ class SMPLModel:
       J_template: [24, 3] = J_regressor @ v_template (precomputed).
       J_shapedirs: [24, 3, B] = J_regressor applied to shapedirs (precomputed), so that joints
         come from betas without touching the 6890 vertices.
+      blend_dirs: three [B + 207, 6890] matrices, shapedirs then posedirs for the x, y and z
+        coordinates: the blend GEMMs' operands (precomputed; separate arrays, so that no
+        GEMM has to slice, that is copy, its operand).
+      weights_t: [24, 6890] = weights.T (precomputed, vertex-minor for skinning).
+      v_template_t: [3, 6890] = v_template.T (precomputed).
+        `lbs.forward` reads the precomputed fields, so gradients with respect to the model
+        land on them, not on the official arrays they were made from.
       J_regressor_extra: [9, 6890] VIBE's extra regressor (or None).
       J_regressor_h36m: [17, 6890] the Human3.6M regressor used for evaluation (or None).
       parents: static kinematic tree, parents[0] == -1.
@@ -79,6 +86,9 @@ class SMPLModel:
     faces: jnp.ndarray
     J_template: jnp.ndarray
     J_shapedirs: jnp.ndarray
+    blend_dirs: tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]
+    weights_t: jnp.ndarray
+    v_template_t: jnp.ndarray
     J_regressor_extra: jnp.ndarray | None = None
     J_regressor_h36m: jnp.ndarray | None = None
     parents: tuple[int, ...] = flax.struct.field(pytree_node=False, default=SMPL_PARENTS)
@@ -189,6 +199,12 @@ def from_arrays(
         faces=jnp.asarray(arrays["faces"], jnp.int32),
         J_template=f32(j_reg @ arrays["v_template"]),
         J_shapedirs=f32(np.einsum("jv,vck->jck", j_reg, arrays["shapedirs"])),
+        blend_dirs=tuple(
+            f32(np.concatenate([arrays["shapedirs"][:, c], arrays["posedirs"][:, c]], -1).T)
+            for c in range(3)
+        ),
+        weights_t=f32(arrays["weights"].T),
+        v_template_t=f32(arrays["v_template"].T),
         parents=parents,
         landmarks=landmarks,
         gender=gender,
@@ -213,18 +229,35 @@ def _stand_in(module: str, name: str) -> type:
     return type(name, (_PickledObject,), {"module": module})
 
 
+# The only globals an SMPL pickle needs: numpy array/dtype/scalar reconstruction, Python 2/3
+# byte strings, sets and the copy_reg object reconstructor. Anything else (builtins.eval,
+# os.system, numpy.load, ...) could run code while unpickling and is refused.
+_NUMPY_MODULES = (
+    "numpy",
+    "numpy.core.multiarray",
+    "numpy._core.multiarray",
+    "numpy.core.numeric",
+    "numpy._core.numeric",
+)
+_ALLOWED_GLOBALS = {
+    **{(m, n): m for m in _NUMPY_MODULES for n in ("_reconstruct", "scalar", "ndarray", "dtype")},
+    **{(m, "_frombuffer"): m for m in _NUMPY_MODULES},
+    ("_codecs", "encode"): "_codecs",
+    ("copy_reg", "_reconstructor"): "copyreg",
+    ("copyreg", "_reconstructor"): "copyreg",
+    **{(m, n): "builtins" for m in ("__builtin__", "builtins")
+       for n in ("object", "set", "frozenset", "slice", "complex", "bytearray")},
+}  # fmt: skip
+
+
 class _SMPLUnpickler(pickle.Unpickler):
-    """Unpickler that allows numpy, and replaces chumpy/scipy.sparse objects by stand-ins."""
+    """Unpickler for an allow-list of globals; chumpy/scipy.sparse objects become stand-ins."""
 
     def find_class(self, module: str, name: str):
-        if module.startswith("chumpy") or module.startswith("scipy.sparse"):
+        if module.split(".")[0] == "chumpy" or module.startswith("scipy.sparse"):
             return _stand_in(module, name)
-        if module.split(".")[0] in ("numpy", "copy_reg", "copyreg", "__builtin__", "builtins"):
-            if module == "__builtin__":
-                module = "builtins"
-            if module == "copy_reg":
-                module = "copyreg"
-            return super().find_class(module, name)
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(_ALLOWED_GLOBALS[module, name], name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
@@ -260,7 +293,7 @@ def _read_pickle(path: str) -> dict:
     try:
         with open(path, "rb") as f:
             data = _SMPLUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, IndexError) as e:
+    except Exception as e:  # any byte string can reach the unpickler; report, never crash
         raise SMPLFileError(f"{path} is not an SMPL model pickle ({e}).") from None
     if not isinstance(data, dict):
         raise SMPLFileError(
@@ -295,8 +328,11 @@ def load(path: str, J_regressor_extra=None, J_regressor_h36m=None) -> SMPLModel:
     """
     path = _resolve_model_path(os.path.expanduser(str(path)))
     if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as f:
-            data = dict(f)
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                data = dict(f)
+        except Exception as e:
+            raise SMPLFileError(f"{path} is not an SMPL model .npz ({e}).") from None
     else:
         data = _read_pickle(path)
     required = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "f")

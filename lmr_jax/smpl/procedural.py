@@ -217,6 +217,11 @@ def _mesh() -> dict:
         offset += len(v)
     verts = np.concatenate(verts)
     seg_ids = np.asarray(seg_ids)
+    # A nose: a smooth 2 cm bump so that, as on a person, the nose tip is the most forward point
+    # of the face (the head tube alone bulges most at the brow).
+    head = (seg_ids == "head") & (verts[:, 2] > 0.05)
+    d2 = ((verts[head, :2] - [0.0, 0.405]) ** 2).sum(-1)
+    verts[head, 2] += 0.02 * np.exp(-d2 / (2 * 0.012**2))
     # Bridge each segment's proximal pole to its parent with 4 faces hidden inside the joint.
     for seg in segs[1:]:
         pole = starts[seg["name"]]
@@ -276,7 +281,7 @@ def _joint_regressors(mesh: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         (["thigh_r"], j[2] + [-0.03, -0.02, 0.0], None), (["shin_r", "thigh_r"], j[5], None),
         (["shin_r", "foot_r"], j[8], None),
         (["torso"], [0.0, 0.0, 0.02], y), (["torso"], [0.0, 0.24, 0.02], y),
-        (["head"], [0.0, 0.38, 0.06], y), (["head"], [0.0, 0.50, 0.03], y),
+        (["head"], [0.0, 0.38, 0.06], y), (["head"], [0.0, 0.56, 0.03], y),
         (["uarm_l"], j[16], None), (["farm_l", "uarm_l"], j[18], None),
         (["hand_l", "farm_l"], j[20], None),
         (["uarm_r"], j[17], None), (["farm_r", "uarm_r"], j[19], None),
