@@ -29,9 +29,9 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        # smplfitter's numpy backend is the third-party SMPL the parity tests compare with
-        # (numpy/scipy only; no PyTorch).
-        "test": ["pytest", "ruff", "smplfitter"],
+        # The third-party SMPL implementations the parity tests compare with, through their
+        # numpy backends (no PyTorch): smplfitter and body-models.
+        "test": ["pytest", "ruff", "smplfitter", "body-models"],
         # Third-party JAX SMPL implementations timed beside ours in experiments/benchmarks.
         "bench": ["smplfitter", "body-models[jax]"],
     },

@@ -2,7 +2,7 @@
 
 The references read the procedural body (and a randomly perturbed copy of it, with dense skinning
 weights and regressor rows) from the official `.pkl` that `save_official` writes: smplfitter's
-NumPy backend always, body-models' NumPy backend where it is installed. Both return the kinematic
+NumPy backend and body-models. NumPy backend (both in the test extra). Both return the kinematic
 joints (the posed rest joints, as SMPL defines them), which is what `forward` returns, and add no
 translation when none is given. Poses are rotation matrices given to both sides, so the test
 compares the body model and nothing else.
@@ -12,11 +12,10 @@ import os
 
 import numpy as np
 import pytest
+import smplfitter.np as smplfitter_np
 
 from lmr_jax.smpl import from_arrays, save_official
 from tests.smpl.conftest import SMPLFITTER_FILE, jit_forward, random_rotmats
-
-smplfitter_np = pytest.importorskip("smplfitter.np")
 
 BATCH = 16
 TOLERANCE = 1e-5  # metres
@@ -71,7 +70,8 @@ def test_matches_smplfitter(model, official_dir, perturbed, which):
 
 @pytest.mark.parametrize("which", ["procedural", "perturbed"])
 def test_matches_body_models(model, official_dir, perturbed, which):
-    body_models_smpl = pytest.importorskip("body_models.smpl.numpy")
+    import body_models.smpl.numpy as body_models_smpl
+
     body, root = _bodies(model, official_dir, perturbed)[which]
     reference = body_models_smpl.SMPL(
         model_path=str(root / SMPLFITTER_FILE), rotation_type="matrix"
