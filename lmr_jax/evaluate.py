@@ -68,8 +68,9 @@ def predict_video(
     for i in range(0, len(windows), batch_size):
         chunk = windows[i : i + batch_size]
         count = len(chunk)
-        if count < batch_size and len(windows) > batch_size:  # keep one compiled shape
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - count, 0)])
+        # Pad to a power of two: a few compiled shapes serve videos of every length.
+        size = min(batch_size, 1 << max(count - 1, 0).bit_length())
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - count, 0)])
         out = jax.device_get(apply_fn(jnp.asarray(chunk)))
         chunks.append({k: v[:count] for k, v in out.items()})
     outputs = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
