@@ -10,7 +10,7 @@ fields. Fields (all overridable on the command line as `--config.optim.lr=3e-4`)
 - `optim`: Adam learning rate, schedule, warmup, gradient clipping, weight decay;
 - `train`: global batch size, steps, logging/eval/checkpoint periods, checkpoints kept, what a
   non-finite loss does ('stop' or 'skip');
-- `eval`: protocol ('vibe' or 'tcmr') and split.
+- `eval`: protocol ('vibe' or 'tcmr') and the split evaluated after training ('' = none).
 
 Hyperparameters follow VIBE's setting (Adam 5e-5, batch 32, T = 16) unless a file says why not.
 """

@@ -20,8 +20,8 @@ weights. Weights are not published by the paper; the defaults are VIBE's.
 
 Terms are returned unweighted; the total is sum_k w_k * term_k (eq. 5). With `all_iterations`,
 each term is summed over the V refinement iterations (iterative error feedback supervision): the
-body model then also runs on the parameters of the V - 1 earlier iterations, which costs about
-V - 1 extra SMPL forward/backward passes per step.
+body model then also runs on the parameters of the V - 1 earlier iterations (restricted to the
+vertices the joint layout needs, smpl.joint_model, so the extra cost is small).
 """
 
 from __future__ import annotations
@@ -179,6 +179,15 @@ def smpl_losses(
     )
 
 
+def _joint_model(body_model, joint_layout: str):
+    """The body model restricted to the vertices the layout needs (smpl.joint_model)."""
+    try:
+        with jax.ensure_compile_time_eval():  # concrete arrays closed over by a jitted loss
+            return smpl_lib.joint_model(body_model, joint_layout)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        return body_model  # the body model is itself a jit argument
+
+
 def _predictions(outputs: dict, config, body_model) -> list[dict]:
     """The predictions to supervise: the final one, or every iteration's (earliest first)."""
     final = {k: outputs[k] for k in ("rotmats", "betas", "joints3d", "kp2d")}
@@ -188,8 +197,9 @@ def _predictions(outputs: dict, config, body_model) -> list[dict]:
     rotmats, betas, cam = (iterations[k][:-1] for k in ("rotmats", "betas", "cam"))
     if rotmats.shape[0] == 0:
         return [final]
-    vertices, joints = smpl_lib.forward(body_model, betas, rotmats)  # the V - 1 earlier ones
-    joints3d = smpl_lib.layout_joints(body_model, vertices, joints, config.joint_layout)
+    joint_body = _joint_model(body_model, config.joint_layout)
+    vertices, joints = smpl_lib.forward(joint_body, betas, rotmats)  # the V - 1 earlier ones
+    joints3d = smpl_lib.layout_joints(joint_body, vertices, joints, config.joint_layout)
     kp2d = geometry.weak_perspective_project(joints3d, cam)
     earlier = [
         {"rotmats": rotmats[v], "betas": betas[v], "joints3d": joints3d[v], "kp2d": kp2d[v]}

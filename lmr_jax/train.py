@@ -491,6 +491,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     from lmr_jax import evaluate
 
     result = train(config, workdir)
+    if not config.eval.split:  # evaluation switched off (--config.eval.split=)
+        return {}
     results = validate(config, result.model, result.state.params, result.body_model,
                        split=config.eval.split, max_videos=0)  # fmt: skip
     if jax.process_index() == 0:

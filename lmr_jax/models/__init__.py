@@ -1,0 +1,154 @@
+"""Models and their registry: LMR (and its ablations), the VIBE-style and per-frame HMR baselines.
+
+`build_model(config, body_model)` returns a Flax module for a config from
+`default_model_config(name)`. Every module is called as
+
+    outputs = model.apply({'params': params}, features, train=False)   # features [B, T, D]
+    outputs = model.apply({'params': params}, features, train=True, rngs={'dropout': key})
+
+and returns the dict described in params.smpl_outputs.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+
+from lmr_jax import smpl as smpl_lib
+from lmr_jax.models.hmr import HMR, HMRRegressor
+from lmr_jax.models.layers import FeedForward, StackedDense
+from lmr_jax.models.lmr import LMR, PartRecurrences, SingleRecurrence
+from lmr_jax.models.params import MeanParams, load_mean_params, smpl_outputs
+from lmr_jax.models.recurrent import GRU, gru_scan
+from lmr_jax.models.vibe import VIBE, TemporalEncoder
+
+MODEL_NAMES = ("lmr", "vibe", "hmr")
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def default_model_config(name: str = "lmr") -> ml_collections.ConfigDict:
+    """All model fields with their defaults for `name` ('lmr', 'vibe' or 'hmr').
+
+    Fields: name; hidden_size (GRU width); num_iterations (V for LMR, the regressor's iterations
+    for VIBE/HMR); gru_layers (1 for LMR, 2 for VIBE); bidirectional; dropout (between GRU layers
+    and on LMR's hidden layers); camera ('rnn' | 'dense', LMR); single_rnn, no_root_dependency
+    (LMR ablations); dtype ('float32' | 'bfloat16' matmuls); mean_params (path of VIBE's
+    smpl_mean_params.npz, '' for identity pose / zero shape / cam [0.9, 0, 0]); joint_layout;
+    parts (LMR's part table, root first, as (name, joints) pairs); head_init ('small' | 'zeros');
+    regressor_hidden, regressor_dropout (HMR regressor of VIBE/HMR); scan_unroll (time steps per
+    scan loop iteration, a speed knob).
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model '{name}', expected one of {MODEL_NAMES}.")
+    config = ml_collections.ConfigDict()
+    config.name = name
+    config.hidden_size = 1024
+    config.num_iterations = 3
+    config.gru_layers = 2 if name == "vibe" else 1
+    config.bidirectional = False
+    config.dropout = 0.0
+    config.camera = "rnn"
+    config.single_rnn = False
+    config.no_root_dependency = False
+    config.dtype = "float32"
+    config.mean_params = ""
+    config.joint_layout = "vibe49"
+    config.parts = tuple(smpl_lib.PARTS.items())
+    config.head_init = "small"
+    config.regressor_hidden = 1024
+    config.regressor_dropout = 0.5
+    config.scan_unroll = 1
+    return config
+
+
+def _check(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError with one clear sentence for a bad model config."""
+    choices = {
+        "name": MODEL_NAMES,
+        "camera": ("rnn", "dense"),
+        "dtype": tuple(_DTYPES),
+        "head_init": ("small", "zeros"),
+    }
+    for field, allowed in choices.items():
+        if config[field] not in allowed:
+            raise ValueError(f"model.{field} is '{config[field]}', expected one of {allowed}.")
+    for field in ("hidden_size", "num_iterations", "gru_layers", "regressor_hidden", "scan_unroll"):
+        if int(config[field]) < 1:
+            raise ValueError(f"model.{field} is {config[field]}, expected a positive integer.")
+    for field in ("dropout", "regressor_dropout"):
+        if not 0.0 <= float(config[field]) < 1.0:
+            raise ValueError(f"model.{field} is {config[field]}, expected a rate in [0, 1).")
+    if config.single_rnn and config.no_root_dependency:
+        raise ValueError("model.single_rnn and model.no_root_dependency exclude each other: "
+                         "the single-RNN ablation has no root part.")  # fmt: skip
+    smpl_lib.get_layout(config.joint_layout)
+
+
+def build_model(config: ml_collections.ConfigDict, body_model: smpl_lib.SMPLModel):
+    """Builds the model that `config` describes.
+
+    Args:
+      config: a config with the fields of `default_model_config`.
+      body_model: the SMPL model, kept as constants of the module (not parameters).
+
+    Returns:
+      A flax.linen.Module (LMR, VIBE or HMR).
+
+    Raises:
+      ValueError: naming the bad field, the unreadable mean-parameter file or the bad part table.
+    """
+    _check(config)
+    common = dict(
+        body_model=body_model,
+        joint_body_model=smpl_lib.joint_model(body_model, config.joint_layout),
+        mean_params=load_mean_params(config.mean_params),
+        num_iterations=int(config.num_iterations),
+        head_init=config.head_init,
+        joint_layout=config.joint_layout,
+        dtype=_DTYPES[config.dtype],
+    )
+    rnn = dict(
+        scan_unroll=int(config.scan_unroll),
+        hidden_size=int(config.hidden_size),
+        bidirectional=bool(config.bidirectional),
+        dropout=float(config.dropout),
+    )
+    regressor = dict(
+        regressor_hidden=int(config.regressor_hidden),
+        regressor_dropout=float(config.regressor_dropout),
+    )
+    if config.name == "lmr":
+        parts = tuple(smpl_lib.validate_parts(dict(config.parts)).items())
+        return LMR(
+            gru_layers=int(config.gru_layers),
+            camera=config.camera,
+            single_rnn=bool(config.single_rnn),
+            no_root_dependency=bool(config.no_root_dependency),
+            parts=parts,
+            **rnn,
+            **common,
+        )
+    if config.name == "vibe":
+        return VIBE(gru_layers=int(config.gru_layers), **rnn, **regressor, **common)
+    return HMR(**regressor, **common)
+
+
+__all__ = [
+    "GRU",
+    "HMR",
+    "HMRRegressor",
+    "LMR",
+    "MODEL_NAMES",
+    "VIBE",
+    "FeedForward",
+    "MeanParams",
+    "PartRecurrences",
+    "SingleRecurrence",
+    "StackedDense",
+    "TemporalEncoder",
+    "build_model",
+    "default_model_config",
+    "gru_scan",
+    "load_mean_params",
+    "smpl_outputs",
+]

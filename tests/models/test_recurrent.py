@@ -1,0 +1,173 @@
+"""Tests of the GRU: the cell equations, directions, layers, stacking, the custom VJP, dtypes."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lmr_jax.models.recurrent import GRU, _gru_steps, gru_scan
+from tests.models.small_models import key, normal
+
+B, T, DS, DD, H = 2, 6, 5, 3, 4
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def reference_layer(gates, kernel, bias):
+    """PyTorch's GRU recurrence in numpy: gates [B, T, 3H], kernel [H, 3H], bias [3H]."""
+    h = np.zeros((gates.shape[0], kernel.shape[0]))
+    outputs = []
+    for t in range(gates.shape[1]):
+        x_r, x_z, x_n = np.split(gates[:, t], 3, axis=-1)
+        h_r, h_z, h_n = np.split(h @ kernel + bias, 3, axis=-1)
+        r, z = _sigmoid(x_r + h_r), _sigmoid(x_z + h_z)
+        n = np.tanh(x_n + r * h_n)
+        h = (1 - z) * n + z * h
+        outputs.append(h)
+    return np.stack(outputs, axis=1)
+
+
+def reference_gru(params, static, dynamic, num_layers, bidirectional):
+    """A whole (unstacked) GRU in numpy from the module's parameters."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    gates = static @ p["static_projection"]["kernel"] + p["static_projection"]["bias"]
+    if dynamic is not None:
+        gates = gates + dynamic @ p["dynamic_projection"]["kernel"]
+    dirs = 2 if bidirectional else 1
+    outputs = None
+    for layer in range(num_layers):
+        if layer > 0:
+            proj = p[f"layer_projections_{layer - 1}"]
+            gates = outputs @ proj["kernel"] + proj["bias"]
+        kernel, bias = p[f"recurrent_kernel_{layer}"], p[f"recurrent_bias_{layer}"]
+        per_dir = np.split(gates, dirs, axis=-1)
+        outputs = [reference_layer(per_dir[0], kernel[0], bias[0])]
+        if bidirectional:
+            reverse = reference_layer(per_dir[1][:, ::-1], kernel[1], bias[1])
+            outputs.append(reverse[:, ::-1])
+        outputs = np.concatenate(outputs, axis=-1)
+    return outputs
+
+
+def _forward(module, static, dynamic, train=False):
+    return module(module.project_static(static), dynamic, train=train)
+
+
+@functools.partial(jax.jit, static_argnames=("gru", "train"))
+def _run(gru, params, static, dynamic, train=False, rng=None):
+    rngs = {"dropout": rng} if rng is not None else {}
+    return gru.apply({"params": params}, static, dynamic, train, method=_forward, rngs=rngs)
+
+
+@functools.partial(jax.jit, static_argnames=("gru",))
+def _init(gru, static, dynamic):
+    return gru.init(key(0), static, dynamic, method=_forward)["params"]
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return normal(0, (B, T, DS)), normal(1, (B, T, DD))
+
+
+@pytest.mark.parametrize("num_layers,bidirectional", [(1, False), (2, True)])
+def test_gru_matches_numpy_reference(inputs, num_layers, bidirectional):
+    static, dynamic = inputs
+    gru = GRU(H, num_layers=num_layers, bidirectional=bidirectional)
+    params = _init(gru, static, dynamic)
+    out = _run(gru, params, static, dynamic)
+    dirs = 2 if bidirectional else 1
+    chex.assert_shape(out, (B, T, dirs * H))
+    assert out.dtype == jnp.float32
+    want = reference_gru(params, np.asarray(static), np.asarray(dynamic), num_layers, bidirectional)
+    np.testing.assert_allclose(out, want, atol=2e-5)
+
+
+def test_gru_parameter_count_matches_pytorch():
+    d, h = 7, 5
+    gru = GRU(h, num_layers=2, bidirectional=True)
+    static = jnp.zeros((1, 2, d))
+    shapes = jax.eval_shape(lambda: _init(gru, static, None))
+    count = sum(np.prod(a.shape) for a in jax.tree.leaves(shapes))
+    # torch.nn.GRU(d, h, num_layers=2, bidirectional=True): per direction 3h(in + h) + 6h.
+    want = 2 * (3 * h * (d + h) + 6 * h) + 2 * (3 * h * (2 * h + h) + 6 * h)
+    assert count == want
+
+
+def test_unidirectional_gru_is_causal_bidirectional_is_not(inputs):
+    static, dynamic = inputs
+    later = static.at[:, 3:].add(1.0)
+    for bidirectional in (False, True):
+        gru = GRU(H, bidirectional=bidirectional)
+        params = _init(gru, static, dynamic)
+        a = _run(gru, params, static, dynamic)
+        b = _run(gru, params, later, dynamic)
+        early_changed = not np.allclose(a[:, :3], b[:, :3], atol=1e-7)
+        assert early_changed == bidirectional
+        assert not np.allclose(a[:, 3:], b[:, 3:])
+
+
+def test_stacked_gru_matches_parts_run_one_by_one():
+    """P stacked GRUs with zero-padded dynamic inputs equal P separate GRUs on unpadded inputs."""
+    widths = (2, 5, 3)  # dynamic input width of each part; padded to 5
+    num_parts, pad = len(widths), max(widths)
+    static = normal(2, (B, T, DS))
+    dynamic = normal(3, (num_parts, B, T, pad))
+    mask = (np.arange(pad)[None] < np.asarray(widths)[:, None]).astype(np.float32)
+    dynamic = dynamic * mask[:, None, None, :]
+    stacked = GRU(H, num_layers=2, bidirectional=True, num_stack=num_parts)
+    params = _init(stacked, static, dynamic)
+    out = _run(stacked, params, static, dynamic)
+    chex.assert_shape(out, (num_parts, B, T, 2 * H))
+    single = GRU(H, num_layers=2, bidirectional=True)
+    for p, width in enumerate(widths):
+        part = jax.tree.map(lambda a, p=p: a[p], params)
+        part["dynamic_projection"]["kernel"] = part["dynamic_projection"]["kernel"][:width]
+        want = _run(single, part, static, dynamic[p, ..., :width])
+        np.testing.assert_allclose(out[p], want, atol=1e-6)
+
+
+def test_custom_vjp_matches_autodiff_of_the_scan():
+    shape = (3, 2)  # stacked parts and directions
+    gates = normal(4, (T, *shape, B, 3 * H))
+    kernel = normal(5, (*shape, H, 3 * H))
+    bias = normal(6, (*shape, 3 * H))
+    weight = normal(7, (T, *shape, B, H))
+
+    def custom(g, k, b):
+        return jnp.sum(weight * jnp.sin(gru_scan(g, k, b)))
+
+    def autodiff(g, k, b):
+        return jnp.sum(weight * jnp.sin(_gru_steps(g, k, b, jnp.float32, 1)[0]))
+
+    got = jax.jit(jax.grad(custom, argnums=(0, 1, 2)))(gates, kernel, bias)
+    want = jax.jit(jax.grad(autodiff, argnums=(0, 1, 2)))(gates, kernel, bias)
+    chex.assert_trees_all_close(got, want, atol=1e-5)
+    chex.assert_tree_all_finite(got)
+
+
+def test_dropout_between_layers_only_in_training(inputs):
+    static, dynamic = inputs
+    gru = GRU(H, num_layers=2, dropout=0.5)
+    params = _init(gru, static, dynamic)
+    eval_out = _run(gru, params, static, dynamic)
+    np.testing.assert_array_equal(eval_out, _run(gru, params, static, dynamic))
+    train_a = _run(gru, params, static, dynamic, train=True, rng=key(7))
+    train_b = _run(gru, params, static, dynamic, train=True, rng=key(7))
+    np.testing.assert_array_equal(train_a, train_b)
+    assert not np.allclose(train_a, eval_out)
+
+
+def test_bfloat16_matmuls_keep_float32_params_and_outputs(inputs):
+    static, dynamic = inputs
+    params = _init(GRU(H), static, dynamic)
+    out32 = _run(GRU(H), params, static, dynamic)
+    out16 = _run(GRU(H, dtype=jnp.bfloat16), params, static, dynamic)
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(params))
+    assert out16.dtype == jnp.float32
+    np.testing.assert_allclose(out16, out32, atol=3e-2)
+    assert not np.array_equal(out16, out32)  # the bfloat16 path really ran
