@@ -113,20 +113,20 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 
 def cpu(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Scales a config for a 2-core CPU: hidden 256, lr 3e-4 with cosine decay, 600 steps on
+    """Scales a config for a 2-core CPU: hidden 256, lr 1e-3 with cosine decay, 400 steps on
     synthetic_motion/small (what `make demo` runs); see experiments/lmr_synthetic.py."""
     config.data.train.synthetic.name = "synthetic_motion/small"
     config.data.validation.name = "synthetic_motion/small"
     config.eval.name = "synthetic_motion/small"
     config.data.eval_max_videos = 4
     config.model.hidden_size = 256
-    config.optim.lr = 3e-4
+    config.optim.lr = 1e-3
     config.optim.schedule = "cosine"
     config.optim.warmup_steps = 20
-    config.train.num_steps = 600
+    config.train.num_steps = 400
     config.train.log_every = 50
-    config.train.eval_every = 300
-    config.train.checkpoint_every = 300
+    config.train.eval_every = 200
+    config.train.checkpoint_every = 200
     return config
 
 
