@@ -20,7 +20,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from lmr_jax import config as config_lib
 from lmr_jax import metrics, train, visualize
@@ -87,6 +87,10 @@ def comparison_picture(config, workdir: str, path: str, frames=(0, 10, 20, 30)) 
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # the demo prints its own progress lines
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()
     out_dir = os.path.abspath(_OUT_DIR.value)
     data_dir = os.path.abspath(_DATA_DIR.value)
     os.makedirs(out_dir, exist_ok=True)

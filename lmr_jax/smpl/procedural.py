@@ -333,7 +333,9 @@ def _shapedirs(mesh: dict, rng: np.random.Generator) -> np.ndarray:
     radial = _radial(mesh)
     ground = v[:, 1].min()
     d = np.zeros((NUM_VERTICES, 3, 10))
-    d[:, :, 0] = (v - [0.0, ground, 0.0]) * [0.012, 0.035, 0.012]
+    # Stature scales about the pelvis: a direction that moved the whole body (scaling about the
+    # feet did) would duplicate the camera translation and leave the shape unconstrained.
+    d[:, :, 0] = (v - REST_JOINTS[0]) * [0.012, 0.035, 0.012]
     d[:, :, 1] = radial * np.where(kind == "torso", 0.022, 0.012)[:, None]
     legs = np.isin(kind, ["thigh", "shin", "foot"])
     hip_y = REST_JOINTS[1, 1]
