@@ -486,6 +486,12 @@ class BestCheckpoint:
             self.mngr.wait_until_finished()
 
 
+def run_label(config: ml_collections.ConfigDict) -> str:
+    """The model's name in result tables, with the ablation switched on, if any."""
+    switches = [k for k in ("single_rnn", "no_root_dependency") if config.model.get(k)]
+    return config.model.name + "".join(f" ({k})" for k in switches)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains, then evaluates on the test split; writes workdir/eval/<split>.{json,md}."""
     from lmr_jax import evaluate
@@ -496,7 +502,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results = validate(config, result.model, result.state.params, result.body_model,
                        split=config.eval.split, max_videos=0)  # fmt: skip
     if jax.process_index() == 0:
-        table = evaluate.write_results(results, workdir, config.eval.split, config.model.name)
+        table = evaluate.write_results(results, workdir, config.eval.split, run_label(config))
         print(table, flush=True)
     return results
 
@@ -519,6 +525,6 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
                             f"incompatible config ({mismatch}).")  # fmt: skip
     params = restore_params(workdir, step)
     results = validate(config, model, params, body_model, split=config.eval.split, max_videos=0)
-    table = evaluate.write_results(results, workdir, config.eval.split, config.model.name)
+    table = evaluate.write_results(results, workdir, config.eval.split, run_label(config))
     print(table, flush=True)
     return results
