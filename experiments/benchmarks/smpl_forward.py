@@ -23,6 +23,7 @@ The target: at batch 256, ours does at least 2x smplfitter's forward samples/s (
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
@@ -129,11 +130,9 @@ def time_interleaved(executables: dict, args, repeats: int, max_seconds: float) 
 
 def device_line() -> str:
     cpu = platform.processor() or platform.machine()
-    try:
+    with contextlib.suppress(OSError, StopIteration):  # no /proc/cpuinfo: keep platform's name
         with open("/proc/cpuinfo") as f:
             cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
     device = jax.devices()[0]
     return (
         f"device: {device.platform} ({device.device_kind}), {cpu}, {os.cpu_count()} cores; "
