@@ -109,15 +109,22 @@ class HMR(nn.Module):
     @nn.compact
     def __call__(self, features: jnp.ndarray, *, train: bool = False) -> dict:
         """[B, T, D] features -> the output dict of params.smpl_outputs (V = 3 iterations)."""
-        pose6d, betas, cam = HMRRegressor(
-            mean_params=self.mean_params,
-            hidden_size=self.regressor_hidden,
-            num_iterations=self.num_iterations,
-            dropout=self.regressor_dropout,
-            head_init=self.head_init,
-            dtype=self.dtype,
-            name="regressor",
-        )(features, train=train)
-        return smpl_outputs(
-            self.body_model, pose6d, betas, cam, self.joint_layout, self.joint_body_model
-        )
+        return regress_body(self, features, train=train)
+
+
+def regress_body(module: nn.Module, features: jnp.ndarray, *, train: bool) -> dict:
+    """HMR's regressor (a submodule 'regressor' of `module`, configured from its attributes)
+    on every frame of `features` [B, T, D], then the body model: the models' output dict.
+    Call it from inside `module`'s compact __call__ (HMR, and VIBE after its encoder)."""
+    pose6d, betas, cam = HMRRegressor(
+        mean_params=module.mean_params,
+        hidden_size=module.regressor_hidden,
+        num_iterations=module.num_iterations,
+        dropout=module.regressor_dropout,
+        head_init=module.head_init,
+        dtype=module.dtype,
+        name="regressor",
+    )(features, train=train)
+    return smpl_outputs(
+        module.body_model, pose6d, betas, cam, module.joint_layout, module.joint_body_model
+    )

@@ -39,7 +39,7 @@ import numpy as np
 from lmr_jax import smpl as smpl_lib
 from lmr_jax.models.layers import FeedForward, StackedDense, head_init
 from lmr_jax.models.params import NUM_BETAS, NUM_JOINTS, MeanParams, smpl_outputs
-from lmr_jax.models.recurrent import GRU
+from lmr_jax.models.recurrent import GRU, gru_like
 
 PartTable = tuple[tuple[str, tuple[int, ...]], ...]
 DEFAULT_PARTS: PartTable = tuple(smpl_lib.PARTS.items())
@@ -108,15 +108,7 @@ class PartRecurrences(nn.Module):
     def setup(self):
         tables = part_tables(self.parts)
         num_parts, width = tables["child_index"].shape
-        gru = functools.partial(
-            GRU,
-            self.hidden_size,
-            num_layers=self.num_layers,
-            bidirectional=self.bidirectional,
-            dropout=self.dropout,
-            dtype=self.dtype,
-            unroll=self.unroll,
-        )
+        gru = functools.partial(gru_like, self)
         self.root_rnn = gru()
         self.root_head = StackedDense(
             6 * len(tables["root"]), kernel_init=head_init(self.head_init), dtype=self.dtype
@@ -182,14 +174,7 @@ class SingleRecurrence(nn.Module):
     unroll: int | bool = 1
 
     def setup(self):
-        self.rnn = GRU(
-            self.hidden_size,
-            num_layers=self.num_layers,
-            bidirectional=self.bidirectional,
-            dropout=self.dropout,
-            dtype=self.dtype,
-            unroll=self.unroll,
-        )
+        self.rnn = gru_like(self)
         self.head = StackedDense(
             6 * NUM_JOINTS, kernel_init=head_init(self.head_init), dtype=self.dtype
         )

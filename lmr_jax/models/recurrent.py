@@ -237,3 +237,16 @@ class GRU(nn.Module):
             states = _reverse_second_direction(states)
         states = jnp.transpose(states, tuple(np.argsort(perm)))
         return states.reshape(*states.shape[:-2], dirs * hidden)
+
+
+def gru_like(module: nn.Module, **kwargs) -> GRU:
+    """A GRU with the recurrence options of `module` (its hidden_size, num_layers,
+    bidirectional, dropout, dtype and unroll attributes); `kwargs` add to or override them."""
+    options = dict(
+        num_layers=module.num_layers,
+        bidirectional=module.bidirectional,
+        dropout=module.dropout,
+        dtype=module.dtype,
+        unroll=module.unroll,
+    )
+    return GRU(module.hidden_size, **{**options, **kwargs})

@@ -14,10 +14,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from lmr_jax import smpl as smpl_lib
-from lmr_jax.models.hmr import HMRRegressor
+from lmr_jax.models.hmr import regress_body
 from lmr_jax.models.layers import StackedDense, linear_init
-from lmr_jax.models.params import MeanParams, smpl_outputs
-from lmr_jax.models.recurrent import GRU
+from lmr_jax.models.params import MeanParams
+from lmr_jax.models.recurrent import gru_like
 
 
 class TemporalEncoder(nn.Module):
@@ -42,15 +42,7 @@ class TemporalEncoder(nn.Module):
     @nn.compact
     def __call__(self, features: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
         """[B, T, D] -> [B, T, D] temporally encoded features."""
-        gru = GRU(
-            self.hidden_size,
-            num_layers=self.num_layers,
-            bidirectional=self.bidirectional,
-            dropout=self.dropout,
-            dtype=self.dtype,
-            unroll=self.unroll,
-            name="gru",
-        )
+        gru = gru_like(self, name="gru")
         states = gru(gru.project_static(features), train=train)
         init = linear_init(states.shape[-1])
         linear = StackedDense(
@@ -101,15 +93,4 @@ class VIBE(nn.Module):
             unroll=self.scan_unroll,
             name="encoder",
         )(features, train=train)
-        pose6d, betas, cam = HMRRegressor(
-            mean_params=self.mean_params,
-            hidden_size=self.regressor_hidden,
-            num_iterations=self.num_iterations,
-            dropout=self.regressor_dropout,
-            head_init=self.head_init,
-            dtype=self.dtype,
-            name="regressor",
-        )(encoded, train=train)
-        return smpl_outputs(
-            self.body_model, pose6d, betas, cam, self.joint_layout, self.joint_body_model
-        )
+        return regress_body(self, encoded, train=train)
