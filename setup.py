@@ -27,11 +27,15 @@ setup(
         "array-record",
         "pillow",
         "matplotlib",
+        # VIBE's preprocessed datasets: *_db.pt files are joblib dumps, InstaVariety is HDF5.
+        "joblib",
+        "h5py",
     ],
     extras_require={
         # The third-party SMPL implementations the parity tests compare with, through their
         # numpy backends (no PyTorch): smplfitter and body-models.
-        "test": ["pytest", "ruff", "smplfitter", "body-models"],
+        # pygltflib: an independent glTF reader the export tests parse our .glb files with.
+        "test": ["pytest", "ruff", "smplfitter", "body-models", "pygltflib"],
         # Third-party JAX SMPL implementations timed beside ours in experiments/benchmarks.
         "bench": ["smplfitter", "body-models[jax]"],
     },
@@ -40,6 +44,7 @@ setup(
             "lmr-demo=lmr_jax.demo:run",
             "lmr-train=lmr_jax.main:train_cli",
             "lmr-eval=lmr_jax.main:eval_cli",
+            "lmr-predict=lmr_jax.main:predict_cli",
             "lmr-build-data=lmr_jax.data.build:main",
         ],
     },

@@ -37,6 +37,23 @@ def window_starts(num_frames: int, window: int, protocol: str) -> np.ndarray:
     return np.unique(np.minimum(np.arange(0, max(num_frames, 1), window), last))
 
 
+def run_windows(apply_fn: Callable, windows: np.ndarray, batch_size: int = 64) -> dict:
+    """`apply_fn` over windows [W, T, D], `batch_size` windows per call; returns [W, T, ...].
+
+    Each call's batch is padded to a power of two (at most `batch_size`), so a few compiled
+    shapes serve videos of every length.
+    """
+    chunks = []
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i : i + batch_size]
+        count = len(chunk)
+        size = min(batch_size, 1 << max(count - 1, 0).bit_length())
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - count, 0)])
+        out = jax.device_get(apply_fn(jnp.asarray(chunk)))
+        chunks.append({k: v[:count] for k, v in out.items()})
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
 def predict_video(
     apply_fn: Callable, features: np.ndarray, window: int, protocol: str, batch_size: int = 64
 ) -> dict[str, np.ndarray]:
@@ -63,17 +80,7 @@ def predict_video(
         padded = np.concatenate([features, np.repeat(features[-1:], pad, 0)])
         take = None
     starts = window_starts(n, window, protocol)
-    windows = np.stack([padded[s : s + window] for s in starts])
-    chunks = []
-    for i in range(0, len(windows), batch_size):
-        chunk = windows[i : i + batch_size]
-        count = len(chunk)
-        # Pad to a power of two: a few compiled shapes serve videos of every length.
-        size = min(batch_size, 1 << max(count - 1, 0).bit_length())
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - count, 0)])
-        out = jax.device_get(apply_fn(jnp.asarray(chunk)))
-        chunks.append({k: v[:count] for k, v in out.items()})
-    outputs = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    outputs = run_windows(apply_fn, np.stack([padded[s : s + window] for s in starts]), batch_size)
     frame = np.empty(n, np.int64)  # which window each frame is read from
     offset = np.empty(n, np.int64)
     if take is not None:

@@ -1,5 +1,6 @@
 """Entry point: `python -m lmr_jax.main --config=experiments/<name>.py[:variant] --workdir=DIR
---mode=train|eval` (also installed as the `lmr-train` and `lmr-eval` console scripts).
+--mode=train|eval` (also installed as the `lmr-train` and `lmr-eval` console scripts), and
+`--mode=predict --workdir=RUN --input=features.npz` (`lmr-predict`; see lmr_jax/predict.py).
 
 Config fields are overridden with `--config.optim.lr=3e-4`; an unknown field is refused.
 `--jax_distributed` joins several hosts (jax.distributed.initialize; the coordinator flags are
@@ -18,9 +19,20 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file.", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results go.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "What to do.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict"], "What to do.")
 _SMPL_PATH = flags.DEFINE_string("smpl_path", None, "SMPL model file or folder (overrides "
                                  "config.smpl_path and $LMR_JAX_SMPL_DIR).")  # fmt: skip
+_INPUT = flags.DEFINE_string("input", None, "predict: features .npz (features [N, D], "
+                             "optional bbox [N, 4], frame_ids [N]).")  # fmt: skip
+_VIDEO = flags.DEFINE_string("video", None, "predict: a video name of config.eval's dataset.")
+_SPLIT = flags.DEFINE_string("split", None, "predict: the split of --video (config.eval.split).")
+_OUTPUT = flags.DEFINE_string("output", None, "predict: the .npz to write "
+                              "(default WORKDIR/predict/NAME.npz).")  # fmt: skip
+_OBJ_DIR = flags.DEFINE_string("obj_dir", None, "predict: also write one .obj per frame here.")
+_GLB = flags.DEFINE_string("glb", None, "predict: also write an animated .glb here.")
+_OVERLAP = flags.DEFINE_integer("overlap", None, "predict: frames shared by neighbouring "
+                                "windows (default half the window).")  # fmt: skip
+_FPS = flags.DEFINE_float("fps", 30.0, "predict: frame rate of the .glb animation.")
 _DISTRIBUTED = flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize().")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
@@ -41,6 +53,9 @@ def run(mode: str) -> None:
     logging.info("JAX processes: %d, local devices: %d, global devices: %d",
                  jax.process_count(), jax.local_device_count(), jax.device_count())  # fmt: skip
     config = _CONFIG.value
+    if mode == "predict":
+        _predict(config)
+        return
     if config is None or not _WORKDIR.value:
         sys.exit("lmr_jax: both --config=experiments/<name>.py and --workdir=DIR are required.")
     if _SMPL_PATH.value:
@@ -53,6 +68,24 @@ def run(mode: str) -> None:
             train.evaluate_workdir(config, _WORKDIR.value)
     except (ValueError, train.TrainingError, DatasetError, smpl.SMPLFileError) as e:
         sys.exit(f"lmr_jax: {e}")
+
+
+def _predict(config) -> None:
+    from lmr_jax import predict, smpl, train
+    from lmr_jax.data.schema import DatasetError
+
+    if not _WORKDIR.value:
+        sys.exit("lmr_jax: --workdir=RUN (or RUN/checkpoints/STEP) is required.")
+    smpl_path = _SMPL_PATH.value or (config.smpl_path if config else "") or None
+    try:
+        path = predict.run(
+            _WORKDIR.value, config=config, input_path=_INPUT.value, video=_VIDEO.value,
+            split=_SPLIT.value, output=_OUTPUT.value, obj_dir=_OBJ_DIR.value, glb=_GLB.value,
+            overlap=_OVERLAP.value, fps=_FPS.value, smpl_path=smpl_path,
+        )  # fmt: skip
+    except (ValueError, train.TrainingError, DatasetError, smpl.SMPLFileError) as e:
+        sys.exit(f"lmr_jax: {e}")
+    print(f"wrote {path}", flush=True)
 
 
 def _entry(mode: str | None):
@@ -75,6 +108,11 @@ def train_cli() -> None:
 def eval_cli() -> None:
     """Console script `lmr-eval` (same flags; --mode is eval)."""
     app.run(_entry("eval"))
+
+
+def predict_cli() -> None:
+    """Console script `lmr-predict` (same flags; --mode is predict)."""
+    app.run(_entry("predict"))
 
 
 if __name__ == "__main__":

@@ -160,21 +160,26 @@ def replicate_on_local_devices(tree: Any) -> Any:
 _COMPAT_FIELDS = ("model", "data.window")
 
 
+def json_view(node: Any) -> Any:
+    """A config node as saved in a checkpoint's metadata (JSON types: tuples become lists)."""
+    value = node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node
+    return json.loads(json.dumps(value, default=str))
+
+
 def _compat_view(config: ml_collections.ConfigDict) -> dict:
     flat = {}
     for path in _COMPAT_FIELDS:
         node = config
         for key in path.split("."):
             node = node[key]
-        value = node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node
-        flat[path] = json.loads(json.dumps(value, default=str))
+        flat[path] = json_view(node)
     return flat
 
 
-def _first_mismatch(saved: Any, current: Any, path: str) -> str | None:
+def first_mismatch(saved: Any, current: Any, path: str) -> str | None:
     if isinstance(saved, dict) and isinstance(current, dict):
         for key in sorted(set(saved) | set(current)):
-            found = _first_mismatch(saved.get(key), current.get(key), f"{path}.{key}")
+            found = first_mismatch(saved.get(key), current.get(key), f"{path}.{key}")
             if found:
                 return found
         return None
@@ -239,7 +244,7 @@ def restore_checkpoint(mngr, state: TrainState, data_iter, config) -> TrainState
 
     step = mngr.latest_step()
     meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    mismatch = _first_mismatch(meta["compat"], _compat_view(config), "config")
+    mismatch = first_mismatch(meta["compat"], _compat_view(config), "config")
     if mismatch:
         raise TrainingError(
             f"the checkpoint at step {step} in {mngr.directory} comes from an incompatible "
@@ -519,7 +524,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
     body_model = smpl.resolve(config.smpl_path or None)
     model = models.build_model(config.model, body_model)
     meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    mismatch = _first_mismatch(meta["compat"], _compat_view(config), "config")
+    mismatch = first_mismatch(meta["compat"], _compat_view(config), "config")
     if mismatch:
         raise TrainingError(f"the checkpoint at step {step} in {mngr.directory} comes from an "
                             f"incompatible config ({mismatch}).")  # fmt: skip

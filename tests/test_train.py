@@ -6,31 +6,12 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from lmr_jax import config as config_lib
 from lmr_jax import train
 from lmr_jax.data import pipeline
-
-
-def smoke_config(data_dir, **train_overrides):
-    """The smoke variant on the tiny synthetic dataset (D = 64)."""
-    config = config_lib.smoke(config_lib.base_config("lmr"))
-    config.data.data_dir = data_dir
-    config.data.train.synthetic.name = "synthetic_motion/tiny"
-    config.data.validation.name = "synthetic_motion/tiny"
-    config.eval.name = "synthetic_motion/tiny"
-    config.model.hidden_size = 16
-    config.model.num_iterations = 2
-    for key, value in train_overrides.items():
-        config.train[key] = value
-    return config
-
-
-def latest_params(workdir):
-    mngr = ocp.CheckpointManager(f"{workdir}/checkpoints")
-    return mngr.latest_step(), train.restore_params(str(workdir))
+from tests.runs import latest_params, smoke_config
 
 
 @pytest.mark.slow

@@ -14,9 +14,11 @@ is the gradient of the full training loss (losses.compute_losses, final iteratio
 with respect to the parameters, the features being inputs, as in training.
 The body model (6890 vertices for every frame) is part of both models' cost.
 
-Settings: 'paper' is the paper-size setting (batch 32, T = 16, D = 2048, hidden 1024, V = 3);
-'small' is a quick one (batch 4, T = 8, D = 256, hidden 128, V = 3). The target is LMR's
-forward+backward time at most 2x the VIBE-style baseline's (column 'vs vibe').
+Settings: 'paper' is the paper-size setting (batch 32, T = 16, D = 2048, V = 3) with every
+model at its default width (models.default_model_config: 512 for each of LMR's seven GRUs, 1024
+for VIBE's GRU and regressor); row 'lmr_1024' is LMR with VIBE's width in every GRU.
+'small' is a quick one (batch 4, T = 8, D = 256, hidden 128 for all, V = 3). The target is
+LMR's forward+backward time at most 2x the VIBE-style baseline's (column 'vs vibe').
 """
 
 from __future__ import annotations
@@ -34,20 +36,20 @@ from lmr_jax.models import build_model, default_model_config
 
 SETTINGS = {
     "small": dict(batch=4, frames=8, features=256, hidden=128, iterations=3),
-    "paper": dict(batch=32, frames=16, features=2048, hidden=1024, iterations=3),
+    "paper": dict(batch=32, frames=16, features=2048, hidden=None, iterations=3),
 }
 MODELS = {
     "lmr": ("lmr", {}),
     "lmr_single_rnn": ("lmr", {"single_rnn": True}),
     "lmr_no_root": ("lmr", {"no_root_dependency": True}),
-    "lmr_half": ("lmr", {}),  # LMR with half the hidden size
+    "lmr_1024": ("lmr", {"hidden_size": 1024}),  # LMR at VIBE's width
     "vibe": ("vibe", {}),
     "hmr": ("hmr", {}),
 }
 
 _SETTINGS = flags.DEFINE_list("settings", ["small", "paper"], f"of {sorted(SETTINGS)}")
 _MODELS = flags.DEFINE_list(
-    "models", ["lmr", "lmr_single_rnn", "lmr_no_root", "vibe"], f"of {sorted(MODELS)}"
+    "models", ["lmr", "lmr_single_rnn", "lmr_no_root", "lmr_1024", "vibe"], f"of {sorted(MODELS)}"
 )
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timed rounds over all models (after a warm-up)")
 _MAX_SECONDS = flags.DEFINE_float("max_seconds", 60.0, "no new round after this many seconds")
@@ -109,12 +111,14 @@ def prepare_model(name: str, setting: dict, body, data: dict) -> dict:
     """Builds, initialises and compiles one model's forward and training step."""
     model_name, overrides = MODELS[name]
     config = default_model_config(model_name)
-    config.hidden_size = setting["hidden"]
+    if setting["hidden"] is not None:
+        config.hidden_size = setting["hidden"]
     config.num_iterations = setting["iterations"]
     config.dtype = _DTYPE.value
-    config.update(overrides)
-    if name.endswith("_half"):
-        config.hidden_size = setting["hidden"] // 2
+    if setting["hidden"] is None:
+        config.update(overrides)  # widths are the defaults unless the model row names one
+    else:
+        config.update({k: v for k, v in overrides.items() if k != "hidden_size"})
     model = build_model(config, body)
     config.scan_unroll = setting["frames"]
     unrolled = build_model(config, body)

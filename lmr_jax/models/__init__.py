@@ -29,7 +29,8 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 def default_model_config(name: str = "lmr") -> ml_collections.ConfigDict:
     """All model fields with their defaults for `name` ('lmr', 'vibe' or 'hmr').
 
-    Fields: name; hidden_size (GRU width); num_iterations (V for LMR, the regressor's iterations
+    Fields: name; hidden_size (GRU width: 512 for each of LMR's seven GRUs, 1024 for VIBE's and
+    HMR's, see below); num_iterations (V for LMR, the regressor's iterations
     for VIBE/HMR); gru_layers (1 for LMR, 2 for VIBE); bidirectional; dropout (between GRU layers
     and on LMR's hidden layers); camera ('rnn' | 'dense', LMR); single_rnn, no_root_dependency
     (LMR ablations); dtype ('float32' | 'bfloat16' matmuls); mean_params (path of VIBE's
@@ -37,12 +38,18 @@ def default_model_config(name: str = "lmr") -> ml_collections.ConfigDict:
     parts (LMR's part table, root first, as (name, joints) pairs); head_init ('small' | 'zeros');
     regressor_hidden, regressor_dropout (HMR regressor of VIBE/HMR); scan_unroll (time steps per
     scan loop iteration, a speed knob).
+
+    LMR's width: the paper gives no hidden size. Each of its seven GRUs (root, five parts, camera)
+    models 2-5 joints or 3 camera numbers, where VIBE's one GRU of 1024 models the whole body;
+    at 1024 each, LMR's recurrences alone cost 7 GRUs x 3 iterations x T steps of h @ W_hh,
+    twice VIBE's whole forward (experiments/benchmarks/model_step.py, row 'lmr_1024'). At 512
+    each the seven GRUs hold 3584 units in all and a training step costs under 2x VIBE's.
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model '{name}', expected one of {MODEL_NAMES}.")
     config = ml_collections.ConfigDict()
     config.name = name
-    config.hidden_size = 1024
+    config.hidden_size = 512 if name == "lmr" else 1024
     config.num_iterations = 3
     config.gru_layers = 2 if name == "vibe" else 1
     config.bidirectional = False

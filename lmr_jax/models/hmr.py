@@ -107,9 +107,14 @@ class HMR(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, features: jnp.ndarray, *, train: bool = False) -> dict:
-        """[B, T, D] features -> the output dict of params.smpl_outputs (V = 3 iterations)."""
-        return regress_body(self, features, train=train)
+    def __call__(
+        self, features: jnp.ndarray, *, train: bool = False, state=None, return_state=False
+    ):
+        """[B, T, D] features -> the output dict of params.smpl_outputs; per frame, so its
+        streaming state (`return_state`, see LMR) is empty."""
+        del state  # nothing to carry from frame to frame
+        outputs = regress_body(self, features, train=train)
+        return (outputs, ()) if return_state else outputs
 
 
 def regress_body(module: nn.Module, features: jnp.ndarray, *, train: bool) -> dict:

@@ -17,7 +17,9 @@ initialised small (Xavier-uniform, gain 0.01, as HMR's `decpose`) or exactly zer
 Hidden state: every GRU restarts from a zero state at every iteration. An iteration is a fresh
 pass of the same recurrent model over the whole window given a better estimate (iterative error
 feedback); carrying the final state of iteration v into v+1 would make frame 1 of v+1 depend on
-frame T of v, which breaks causality of the unidirectional model.
+frame T of v, which breaks causality of the unidirectional model. For streaming, the state of
+each iteration's GRUs after the last frame of a chunk is carried into the same iteration's GRUs
+for the next chunk (`return_state`), which gives the outputs of one call over all the frames.
 
 Speed: phi's part of every input projection (7 GRUs and the shape layer) is computed once per
 forward and reused by all iterations; each iteration projects only its small dynamic inputs
@@ -39,7 +41,7 @@ import numpy as np
 from lmr_jax import smpl as smpl_lib
 from lmr_jax.models.layers import FeedForward, StackedDense, head_init
 from lmr_jax.models.params import NUM_BETAS, NUM_JOINTS, MeanParams, smpl_outputs
-from lmr_jax.models.recurrent import GRU, gru_like
+from lmr_jax.models.recurrent import GRU, gru_like, run_gru
 
 PartTable = tuple[tuple[str, tuple[int, ...]], ...]
 DEFAULT_PARTS: PartTable = tuple(smpl_lib.PARTS.items())
@@ -125,7 +127,7 @@ class PartRecurrences(nn.Module):
         """[B, T, D] -> (root gates [B, T, G], child gates [P, B, T, G]), once per forward."""
         return self.root_rnn.project_static(features), self.child_rnn.project_static(features)
 
-    def __call__(self, static, pose, shape, *, train: bool = False) -> jnp.ndarray:
+    def __call__(self, static, pose, shape, *, train: bool = False, state=None, carry=False):
         """One pose update: root first, then the children given the updated root.
 
         Args:
@@ -133,17 +135,22 @@ class PartRecurrences(nn.Module):
           pose: [B, T, 24, 6] current 6D pose.
           shape: [B, T, 10] current shape.
           train: enables dropout.
+          state: (root, children) GRU states of an earlier call with `carry` (None: zeros).
+          carry: also return the GRU states after the last frame (streaming).
 
         Returns:
-          [B, T, 24, 6] updated pose.
+          ([B, T, 24, 6] updated pose, the GRU states or None without `carry`).
         """
         tables = part_tables(self.parts)
         batch = pose.shape[:-2]
         root_static, child_static = static
+        root_state, child_state = state or (None, None)
         num_parts, width = tables["child_index"].shape
 
         root_pose = pose[..., tables["root"], :].reshape(*batch, -1)
-        root_out = self.root_rnn(root_static, jnp.concatenate([root_pose, shape], -1), train=train)
+        root_in = jnp.concatenate([root_pose, shape], -1)
+        root_out, root_state = run_gru(self.root_rnn, root_static, root_in, train=train,
+                                       state=root_state, carry=carry)  # fmt: skip
         root_delta = self.root_head(root_out).reshape(*batch, -1, 6)
         pose = pose + _expand(root_delta, tables["root_source"])
 
@@ -156,10 +163,12 @@ class PartRecurrences(nn.Module):
         condition = jnp.concatenate(condition, axis=-1)
         condition = jnp.broadcast_to(condition, (num_parts, *condition.shape))
         child_inputs = jnp.concatenate([own, condition], axis=-1)
-        child_out = self.child_rnn(child_static, child_inputs, train=train)
+        child_out, child_state = run_gru(self.child_rnn, child_static, child_inputs,
+                                         train=train, state=child_state, carry=carry)  # fmt: skip
         child_delta = jnp.moveaxis(self.child_head(child_out), 0, -2)  # [B, T, P, 6M]
         child_delta = child_delta.reshape(*batch, num_parts * width, 6)
-        return pose + _expand(child_delta, tables["child_source"])
+        pose = pose + _expand(child_delta, tables["child_source"])
+        return pose, ((root_state, child_state) if carry else None)
 
 
 class SingleRecurrence(nn.Module):
@@ -183,11 +192,12 @@ class SingleRecurrence(nn.Module):
         """[B, T, D] -> [B, T, G] gates of the features, once per forward."""
         return self.rnn.project_static(features)
 
-    def __call__(self, static, pose, shape, *, train: bool = False) -> jnp.ndarray:
-        """[B, T, 24, 6] pose and [B, T, 10] shape -> [B, T, 24, 6] updated pose."""
+    def __call__(self, static, pose, shape, *, train: bool = False, state=None, carry=False):
+        """[B, T, 24, 6] pose and [B, T, 10] shape -> ([B, T, 24, 6] updated pose, GRU state
+        or None); `state` and `carry` as in PartRecurrences."""
         inputs = jnp.concatenate([pose.reshape(*pose.shape[:-2], -1), shape], axis=-1)
-        delta = self.head(self.rnn(static, inputs, train=train))
-        return pose + delta.reshape(pose.shape)
+        out, state = run_gru(self.rnn, static, inputs, train=train, state=state, carry=carry)
+        return pose + self.head(out).reshape(pose.shape), state
 
 
 class LMR(nn.Module):
@@ -213,7 +223,7 @@ class LMR(nn.Module):
     body_model: smpl_lib.SMPLModel
     joint_body_model: smpl_lib.SMPLModel | None = None
     mean_params: MeanParams = MeanParams()
-    hidden_size: int = 1024
+    hidden_size: int = 512
     num_iterations: int = 3
     gru_layers: int = 1
     bidirectional: bool = False
@@ -261,8 +271,15 @@ class LMR(nn.Module):
         raise ValueError(f"unknown camera model '{self.camera}', expected 'rnn' or 'dense'.")
 
     @nn.compact
-    def __call__(self, features: jnp.ndarray, *, train: bool = False) -> dict:
-        """[B, T, D] features -> the output dict of params.smpl_outputs (V iterations)."""
+    def __call__(
+        self, features: jnp.ndarray, *, train: bool = False, state=None, return_state=False
+    ):
+        """[B, T, D] features -> the output dict of params.smpl_outputs (V iterations).
+
+        With `return_state`, returns (outputs, state): the recurrent states after the last
+        frame, one entry per iteration; passing that `state` with the next frames continues
+        the sequence exactly as one longer call would (predict.Stream). Unidirectional only.
+        """
         head = functools.partial(StackedDense, kernel_init=head_init(self.head_init))
         width = features.shape[-1] + 6 * NUM_JOINTS + NUM_BETAS  # [phi, theta, beta]
         pose_net = self._pose_module()
@@ -280,16 +297,26 @@ class LMR(nn.Module):
 
         batch = features.shape[:-1]
         pose, shape, cam = self.mean_params.initial(batch)
-        history = []
-        for _ in range(self.num_iterations):
-            pose = pose_net(pose_static, pose, shape, train=train)
+        states = state or ({"pose": None, "camera": None},) * self.num_iterations
+        history, new_states = [], []
+        for previous in states:
+            pose, pose_state = pose_net(pose_static, pose, shape, train=train,
+                                        state=previous["pose"], carry=return_state)  # fmt: skip
             flat_pose = pose.reshape(*batch, 6 * NUM_JOINTS)
             shape_in = jnp.concatenate([flat_pose, shape], axis=-1)
             shape = shape + shape_head(shape_net(shape_static, shape_in, train=train))
             camera_in = jnp.concatenate([flat_pose, shape, cam], axis=-1)
-            cam = cam + camera_head(camera_net(camera_static, camera_in, train=train))
+            if self.camera == "rnn":
+                camera_out, camera_state = run_gru(camera_net, camera_static, camera_in,
+                                                   train=train, state=previous["camera"],
+                                                   carry=return_state)  # fmt: skip
+            else:
+                camera_out, camera_state = camera_net(camera_static, camera_in, train=train), ()
+            cam = cam + camera_head(camera_out)
             history.append((pose, shape, cam))
+            new_states.append({"pose": pose_state, "camera": camera_state})
         pose6d, betas, cams = (jnp.stack(values) for values in zip(*history, strict=True))
-        return smpl_outputs(
+        outputs = smpl_outputs(
             self.body_model, pose6d, betas, cams, self.joint_layout, self.joint_body_model
         )
+        return (outputs, tuple(new_states)) if return_state else outputs

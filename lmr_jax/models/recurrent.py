@@ -44,8 +44,9 @@ def gru_scan(
     bias: jnp.ndarray,
     dtype: Any = jnp.float32,
     unroll: int | bool = 1,
+    initial_state: jnp.ndarray | None = None,
 ) -> jnp.ndarray:
-    """Runs GRU cells over time from a zero state, given the precomputed input gates.
+    """Runs GRU cells over time, given the precomputed input gates.
 
     Differentiable in reverse mode (custom VJP, see `_gru_scan_bwd`); not in forward mode.
 
@@ -56,17 +57,20 @@ def gru_scan(
       bias: [..., 3H] recurrent bias b_hh.
       dtype: compute dtype of the recurrent matmul (the state is kept in float32).
       unroll: time steps per loop iteration of the scan (True: fully unrolled).
+      initial_state: [..., B, H] state before the first step (None: zeros). Streaming passes
+        the last state of the previous chunk.
 
     Returns:
       [T, ..., B, H] hidden states, float32.
     """
-    as_f32 = (x.astype(jnp.float32) for x in (gates, kernel, bias))
+    if initial_state is None:
+        initial_state = jnp.zeros((*gates.shape[1:-1], kernel.shape[-2]), jnp.float32)
+    as_f32 = (x.astype(jnp.float32) for x in (gates, kernel, bias, initial_state))
     return _gru_scan(*as_f32, dtype, unroll)
 
 
-def _gru_steps(gates, kernel, bias, dtype, unroll):
+def _gru_steps(gates, kernel, bias, h0, dtype, unroll):
     """The forward scan; returns the states and the per-step gate values (r, z, n, h W_hn)."""
-    hidden = kernel.shape[-2]
     kernel = kernel.astype(dtype)  # cast once, outside the loop
     bias = bias[..., None, :]
 
@@ -80,19 +84,18 @@ def _gru_steps(gates, kernel, bias, dtype, unroll):
         h = n + z * (h - n)
         return h, (h, r, z, n, h_n)
 
-    h0 = jnp.zeros((*gates.shape[1:-1], hidden), jnp.float32)
     _, (states, *cells) = jax.lax.scan(step, h0, gates, unroll=unroll)
     return states, cells
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _gru_scan(gates, kernel, bias, dtype, unroll):
-    return _gru_steps(gates, kernel, bias, dtype, unroll)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _gru_scan(gates, kernel, bias, h0, dtype, unroll):
+    return _gru_steps(gates, kernel, bias, h0, dtype, unroll)[0]
 
 
-def _gru_scan_fwd(gates, kernel, bias, dtype, unroll):
-    states, cells = _gru_steps(gates, kernel, bias, dtype, unroll)
-    return states, (states, cells, kernel)
+def _gru_scan_fwd(gates, kernel, bias, h0, dtype, unroll):
+    states, cells = _gru_steps(gates, kernel, bias, h0, dtype, unroll)
+    return states, (states, cells, kernel, h0)
 
 
 def _gru_scan_bwd(dtype, unroll, residuals, d_states):
@@ -103,8 +106,8 @@ def _gru_scan_bwd(dtype, unroll, residuals, d_states):
     per-step gate gradients are scan outputs and dW_hh = sum_t h_{t-1}^T dg_t is one matmul
     contracting T * B rows after the loop.
     """
-    states, (r, z, n, h_n), kernel = residuals
-    h_prev = jnp.concatenate([jnp.zeros_like(states[:1]), states[:-1]], axis=0)
+    states, (r, z, n, h_n), kernel, h0 = residuals
+    h_prev = jnp.concatenate([h0[None], states[:-1]], axis=0)
     kernel_c = kernel.astype(dtype)
 
     def step(dh_next, inputs):
@@ -118,12 +121,12 @@ def _gru_scan_bwd(dtype, unroll, residuals, d_states):
         return dh_prev, (jnp.concatenate([da_r, da_z, da_n], axis=-1), d_recurrent)
 
     inputs = (d_states, h_prev, r, z, n, h_n)
-    _, (d_gates, d_recurrent) = jax.lax.scan(
+    d_h0, (d_gates, d_recurrent) = jax.lax.scan(
         step, jnp.zeros_like(states[0]), inputs, reverse=True, unroll=unroll
     )
     d_kernel = matmul("t...bh,t...bg->...hg", h_prev, d_recurrent, dtype)
     d_bias = jnp.sum(d_recurrent, axis=(0, -2))
-    return d_gates, d_kernel, d_bias
+    return d_gates, d_kernel, d_bias, d_h0
 
 
 _gru_scan.defvjp(_gru_scan_fwd, _gru_scan_bwd)
@@ -138,8 +141,8 @@ class GRU(nn.Module):
     """Multi-layer, optionally bidirectional and stacked GRU over [B, T, .] sequences.
 
     Usage: `static = gru.project_static(phi)` once, then `gru(static, dynamic, train=...)` as
-    often as needed (LMR: once per refinement iteration, weights shared). Every call starts
-    from a zero hidden state.
+    often as needed (LMR: once per refinement iteration, weights shared). A call starts from a
+    zero hidden state, or from the state an earlier call returned (streaming, unidirectional).
 
     Attributes:
       hidden_size: H.
@@ -201,28 +204,43 @@ class GRU(nn.Module):
         dynamic: jnp.ndarray | None = None,
         *,
         train: bool = False,
-    ) -> jnp.ndarray:
+        initial_state: tuple[jnp.ndarray, ...] | None = None,
+        return_state: bool = False,
+    ):
         """Runs the GRU.
 
         Args:
           static_gates: [(P,) B, T, dirs * 3H] from `project_static`.
           dynamic: [(P,) B, T, Dd] further inputs of the first layer, or None.
           train: enables dropout between layers (needs a 'dropout' RNG).
+          initial_state: the state returned by an earlier call with `return_state=True` (the
+            recurrence goes on from there), or None to start from zeros.
+          return_state: also return the state after the last frame (unidirectional only).
 
         Returns:
-          [(P,) B, T, dirs * H] outputs of the last layer (forward then backward direction).
+          [(P,) B, T, dirs * H] outputs of the last layer (forward then backward direction);
+          with `return_state`, (outputs, state), state being one [(P,) 1, B, H] array per layer.
         """
+        if self.bidirectional and (return_state or initial_state is not None):
+            raise ValueError(
+                "a bidirectional GRU cannot carry its state across calls (its backward direction "
+                "needs the frames that come later); stream a unidirectional model."
+            )
         gates = static_gates
         if dynamic is not None:
             gates = gates + self.dynamic_projection(dynamic)
-        outputs = self._layer(gates, 0)
+        initial = initial_state or (None,) * self.num_layers
+        outputs, last = self._layer(gates, 0, initial[0])
+        final = [last]
         for i in range(1, self.num_layers):
             outputs = self.dropout_layer(outputs, deterministic=not train)
-            outputs = self._layer(self.layer_projections[i - 1](outputs), i)
-        return outputs
+            outputs, last = self._layer(self.layer_projections[i - 1](outputs), i, initial[i])
+            final.append(last)
+        return (outputs, tuple(final)) if return_state else outputs
 
-    def _layer(self, gates: jnp.ndarray, index: int) -> jnp.ndarray:
-        """[(P,) B, T, dirs*3H] gates -> [(P,) B, T, dirs*H] states of layer `index`."""
+    def _layer(self, gates: jnp.ndarray, index: int, initial_state: jnp.ndarray | None):
+        """[(P,) B, T, dirs*3H] gates -> ([(P,) B, T, dirs*H] states of layer `index`, the
+        [(P,) dirs, B, H] state after the last frame)."""
         s = 0 if self.num_stack is None else 1
         dirs, hidden = self.num_directions, self.hidden_size
         gates = gates.reshape(*gates.shape[:-1], dirs, 3 * hidden)
@@ -232,11 +250,20 @@ class GRU(nn.Module):
         if dirs == 2:
             gates = _reverse_second_direction(gates)
         kernel, bias = self.recurrent_kernels[index], self.recurrent_biases[index]
-        states = gru_scan(gates, kernel, bias, self.dtype, self.unroll)
+        states = gru_scan(gates, kernel, bias, self.dtype, self.unroll, initial_state)
+        last = states[-1]
         if dirs == 2:
             states = _reverse_second_direction(states)
         states = jnp.transpose(states, tuple(np.argsort(perm)))
-        return states.reshape(*states.shape[:-2], dirs * hidden)
+        return states.reshape(*states.shape[:-2], dirs * hidden), last
+
+
+def run_gru(gru: GRU, static_gates, dynamic=None, *, train: bool, state=None, carry: bool):
+    """`gru(...)` as (outputs, state): with `carry`, from `state` (None: zeros) returning the
+    state after the last frame; without, from zeros returning state None."""
+    if not carry:
+        return gru(static_gates, dynamic, train=train), None
+    return gru(static_gates, dynamic, train=train, initial_state=state, return_state=True)
 
 
 def gru_like(module: nn.Module, **kwargs) -> GRU:

@@ -17,7 +17,7 @@ from lmr_jax import smpl as smpl_lib
 from lmr_jax.models.hmr import regress_body
 from lmr_jax.models.layers import StackedDense, linear_init
 from lmr_jax.models.params import MeanParams
-from lmr_jax.models.recurrent import gru_like
+from lmr_jax.models.recurrent import gru_like, run_gru
 
 
 class TemporalEncoder(nn.Module):
@@ -40,15 +40,22 @@ class TemporalEncoder(nn.Module):
     unroll: int | bool = 1
 
     @nn.compact
-    def __call__(self, features: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
-        """[B, T, D] -> [B, T, D] temporally encoded features."""
+    def __call__(self, features: jnp.ndarray, *, train: bool = False, state=None, carry=False):
+        """[B, T, D] -> [B, T, D] temporally encoded features.
+
+        `state`: the state of an earlier call with `carry` (None: zeros); `carry`: return
+        (features, the GRU state after the last frame) for streaming.
+        """
         gru = gru_like(self, name="gru")
-        states = gru(gru.project_static(features), train=train)
+        states, state = run_gru(
+            gru, gru.project_static(features), train=train, state=state, carry=carry
+        )
         init = linear_init(states.shape[-1])
         linear = StackedDense(
             features.shape[-1], kernel_init=init, bias_init=init, dtype=self.dtype, name="linear"
         )
-        return linear(nn.relu(states)) + features
+        encoded = linear(nn.relu(states)) + features
+        return (encoded, state) if carry else encoded
 
 
 class VIBE(nn.Module):
@@ -82,9 +89,12 @@ class VIBE(nn.Module):
     scan_unroll: int | bool = 1
 
     @nn.compact
-    def __call__(self, features: jnp.ndarray, *, train: bool = False) -> dict:
-        """[B, T, D] features -> the output dict of params.smpl_outputs (V = 3 iterations)."""
-        encoded = TemporalEncoder(
+    def __call__(
+        self, features: jnp.ndarray, *, train: bool = False, state=None, return_state=False
+    ):
+        """[B, T, D] features -> the output dict of params.smpl_outputs (V = 3 iterations);
+        with `return_state`, (outputs, the encoder's state after the last frame), see LMR."""
+        encoder = TemporalEncoder(
             self.hidden_size,
             num_layers=self.gru_layers,
             bidirectional=self.bidirectional,
@@ -92,5 +102,10 @@ class VIBE(nn.Module):
             dtype=self.dtype,
             unroll=self.scan_unroll,
             name="encoder",
-        )(features, train=train)
-        return regress_body(self, encoded, train=train)
+        )
+        if return_state:
+            encoded, state = encoder(features, train=train, state=state, carry=True)
+        else:
+            encoded = encoder(features, train=train)
+        outputs = regress_body(self, encoded, train=train)
+        return (outputs, state) if return_state else outputs

@@ -110,7 +110,7 @@ def part_module(no_root_dependency: bool):
 
 
 def _part_forward(module, x, pose, shape):
-    return module(module.project_static(x), pose, shape)
+    return module(module.project_static(x), pose, shape)[0]  # (pose, state None)
 
 
 def _louder_root(params):

@@ -111,6 +111,29 @@ def test_unidirectional_gru_is_causal_bidirectional_is_not(inputs):
         assert not np.allclose(a[:, 3:], b[:, 3:])
 
 
+def _carry(module, static, dynamic, state):
+    gates = module.project_static(static)
+    return module(gates, dynamic, initial_state=state, return_state=True)
+
+
+def test_state_carried_across_calls_equals_one_call(inputs):
+    """Frames 0-2 then 3-5 from the returned state give one 6-frame call's outputs (2 layers,
+    stacked parts: every layer's state is carried); bidirectional GRUs refuse to carry."""
+    static, dynamic = inputs
+    stacked = jnp.broadcast_to(dynamic, (3, *dynamic.shape))
+    gru = GRU(H, num_layers=2, num_stack=3)
+    params = _init(gru, static, stacked)
+    run = jax.jit(lambda s, d, h: gru.apply({"params": params}, s, d, h, method=_carry))
+    whole, _ = run(static, stacked, None)
+    first, state = run(static[:, :3], stacked[..., :3, :], None)
+    second, _ = run(static[:, 3:], stacked[..., 3:, :], state)
+    assert len(state) == 2 and state[0].shape == (3, 1, B, H)
+    np.testing.assert_allclose(np.concatenate([first, second], -2), whole, atol=1e-6)
+    assert not np.allclose(second, run(static[:, 3:], stacked[..., 3:, :], None)[0], atol=1e-3)
+    with pytest.raises(ValueError, match="bidirectional GRU cannot carry"):
+        GRU(H, bidirectional=True).init(key(0), static, dynamic, None, method=_carry)
+
+
 def test_stacked_gru_matches_parts_run_one_by_one():
     """P stacked GRUs with zero-padded dynamic inputs equal P separate GRUs on unpadded inputs."""
     widths = (2, 5, 3)  # dynamic input width of each part; padded to 5
@@ -137,17 +160,19 @@ def test_custom_vjp_matches_autodiff_of_the_scan():
     kernel = normal(5, (*shape, H, 3 * H))
     bias = normal(6, (*shape, 3 * H))
     weight = normal(7, (T, *shape, B, H))
+    h0 = normal(8, (*shape, B, H), 0.5)  # a streamed state
 
-    def custom(g, k, b):
-        return jnp.sum(weight * jnp.sin(gru_scan(g, k, b)))
+    def custom(g, k, b, h):
+        return jnp.sum(weight * jnp.sin(gru_scan(g, k, b, initial_state=h)))
 
-    def autodiff(g, k, b):
-        return jnp.sum(weight * jnp.sin(_gru_steps(g, k, b, jnp.float32, 1)[0]))
+    def autodiff(g, k, b, h):
+        return jnp.sum(weight * jnp.sin(_gru_steps(g, k, b, h, jnp.float32, 1)[0]))
 
-    got = jax.jit(jax.grad(custom, argnums=(0, 1, 2)))(gates, kernel, bias)
-    want = jax.jit(jax.grad(autodiff, argnums=(0, 1, 2)))(gates, kernel, bias)
+    got = jax.jit(jax.grad(custom, argnums=(0, 1, 2, 3)))(gates, kernel, bias, h0)
+    want = jax.jit(jax.grad(autodiff, argnums=(0, 1, 2, 3)))(gates, kernel, bias, h0)
     chex.assert_trees_all_close(got, want, atol=1e-5)
     chex.assert_tree_all_finite(got)
+    assert float(jnp.abs(got[3]).max()) > 1e-3  # the state's gradient is not dropped
 
 
 def test_dropout_between_layers_only_in_training(inputs):

@@ -1,0 +1,490 @@
+"""Inference on whole sequences: a trained run's meshes for a features file or a dataset video.
+
+    python -m lmr_jax.main --mode=predict --workdir=RUN --input=video.npz --output=pred.npz
+    python -m lmr_jax.main --mode=predict --workdir=RUN --config=experiments/X.py --video=NAME
+    lmr-predict --workdir=RUN/checkpoints/400 --input=video.npz --glb=pred.glb --obj_dir=objs
+
+`--workdir` is a run directory (its latest checkpoint) or one checkpoint step directory
+(`RUN/checkpoints/STEP`). The model is rebuilt from the config saved with the checkpoint; a
+`--config` given as well must describe the same model.
+
+Input `.npz`: `features` [N, D] float32 (required, D the model's feature width), `bbox` [N, 4]
+(optional; [cx, cy, w, h] in image pixels of the square person box the features were cropped
+from, VIBE's convention), `frame_ids` [N] (optional).
+
+Windows: the model runs on windows of T frames (the training window) with `overlap` frames in
+common between neighbours; in an overlap both windows' parameters are blended with weights
+that ramp linearly across it (6D-free: rotation matrices are averaged and projected back onto
+rotations), then the body is posed once from the blended parameters, so there is no seam. A
+video of at most T frames is one pass.
+
+Output `.npz` keys (N frames; lengths in metres, SMPL's frame: x right, y down, z away from the
+camera, as the training data; crop coordinates in [-1, 1] across the person crop):
+  frame_ids [N] int32; pose [N, 72] axis-angle (global orientation first); rotmats
+  [N, 24, 3, 3]; betas [N, 10]; cam [N, 3] weak-perspective [s, tx, ty] of the crop
+  (x_crop = s * (X + t)); vertices [N, 6890, 3]; faces [F, 3] int32; joints_vibe49 [N, 49, 3];
+  joints_common14 [N, 14, 3]; kp2d [N, 49, 2] crop coordinates; and with a bbox:
+  bbox [N, 4], cam_image [N, 3] = [s, tx, ty] in pixels with x_pixel = s * X + (tx, ty) (and
+  the same for y), kp2d_image [N, 49, 2] pixels. Scalars: model, step, window, overlap.
+Vertices and joints are in the model's own frame (not centred); project them with `cam` or
+`cam_image`.
+
+Streaming (`Stream`): frames' features pushed one at a time or in chunks return their outputs
+at once; the recurrent states are kept between calls, so the outputs equal those of one pass
+over all frames so far (unidirectional models only), with a cost per call that does not grow
+with the history.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from lmr_jax import evaluate, geometry, models, smpl, train
+from lmr_jax.data import schema
+
+KEYPOINT_CROP_SCALE = 1.2  # the person crop is the bbox enlarged by this factor (VIBE)
+_BODY_CHUNK = 64  # frames per call of the jitted body model (one compiled shape)
+
+
+class PredictError(ValueError):
+    """A bad input to prediction: missing checkpoint, wrong file, mismatched model."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a run
+# ---------------------------------------------------------------------------------------------
+
+
+def _split_checkpoint_path(path: str) -> tuple[str, int | None]:
+    """(workdir, step or None) of a run directory or a `RUN/checkpoints/STEP` directory."""
+    path = os.path.abspath(path)
+    parent, name = os.path.split(path)
+    if name.isdigit() and os.path.basename(parent) == "checkpoints":
+        return os.path.dirname(parent), int(name)
+    return path, None
+
+
+def load_run(path: str, model_config: ml_collections.ConfigDict | None = None,
+             smpl_path: str | None = None):  # fmt: skip
+    """The model, parameters and training window of a run's checkpoint.
+
+    Args:
+      path: run directory (latest checkpoint) or `RUN/checkpoints/STEP`.
+      model_config: if given, must equal the model config saved with the checkpoint.
+      smpl_path: SMPL model file or folder (None: $LMR_JAX_SMPL_DIR or the procedural body).
+
+    Returns:
+      (model, params, info) with info = {model_config, window, step, body_model}.
+
+    Raises:
+      PredictError: no checkpoint there, another model, or parameters that do not fit.
+    """
+    workdir, step = _split_checkpoint_path(path)
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        raise PredictError(f"no checkpoints folder in {workdir}; pass a training run's --workdir "
+                           "or one of its checkpoints/STEP folders.")  # fmt: skip
+    mngr = ocp.CheckpointManager(directory)
+    step = mngr.latest_step() if step is None else step
+    if step is None or step not in mngr.all_steps():
+        raise PredictError(f"no checkpoint {'' if step is None else step} in {directory}.")
+    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    saved = ml_collections.ConfigDict(meta["compat"]["model"])
+    if model_config is not None:
+        wanted = train.json_view(model_config)
+        mismatch = train.first_mismatch(saved.name, wanted["name"], "model.name")
+        mismatch = mismatch or train.first_mismatch(meta["compat"]["model"], wanted, "model")
+        if mismatch:
+            raise PredictError(f"the checkpoint at step {step} in {directory} holds another "
+                               f"model than the config asks for ({mismatch}).")  # fmt: skip
+    body_model = smpl.resolve(smpl_path)
+    model = models.build_model(saved, body_model)
+    params = train.restore_params(workdir, step)
+    window = int(meta["compat"]["data.window"])
+    _check_params(model, params, window, f"the checkpoint at step {step} in {directory}")
+    info = dict(model_config=saved, window=window, step=step, body_model=body_model)
+    return model, params, info
+
+
+def feature_width(params) -> int:
+    """D of the features the parameters expect: the input width of the models' static
+    projections (every model projects the frame features through one), -1 if none."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        names = [getattr(k, "key", None) for k in path]
+        if "static_projection" in names and names[-1] == "kernel":
+            return int(leaf.shape[-2])
+    return -1
+
+
+def _check_params(model, params, window: int, where: str) -> None:
+    """Raises PredictError when `params` do not have the tree and shapes `model` needs."""
+    width = feature_width(params)
+    expected = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, window, width)))
+    got = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), params)
+    want = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), expected["params"])
+    if got != want:
+        raise PredictError(f"{where} does not hold the parameters of its '{model.name or ''}"
+                           f"{type(model).__name__}' model config.")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows and stitching
+# ---------------------------------------------------------------------------------------------
+
+
+def stitch_plan(num_frames: int, window: int, overlap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windows over a video and the weight of every window at every frame.
+
+    Windows start every `window - overlap` frames; the last one is moved back to end at the
+    last frame. A window's raw weight ramps linearly from 1 / (overlap + 1) at its ends up to 1
+    `overlap` frames in; at each frame the weights are divided by their sum, so every frame's
+    weights add up to 1 and a frame seen by one window takes that window's output unchanged.
+
+    Args:
+      num_frames: N > window (shorter videos are one pass).
+      window: T.
+      overlap: frames shared by neighbouring windows, 0 <= overlap < T.
+
+    Returns:
+      (starts [W] int, weights [W, T] float64, the normalised weight of window w at frame
+      starts[w] + t).
+    """
+    if not 0 <= overlap < window:
+        raise PredictError(f"overlap is {overlap}, expected 0 <= overlap < window ({window}).")
+    stride = window - overlap
+    starts = np.unique(np.minimum(np.arange(0, num_frames - overlap, stride), num_frames - window))
+    t = np.arange(window)
+    ramp = np.minimum(1.0, np.minimum(t + 1, window - t) / (overlap + 1))
+    total = np.zeros(num_frames)
+    for s in starts:
+        total[s : s + window] += ramp
+    weights = np.stack([ramp / total[s : s + window] for s in starts])
+    return starts, weights
+
+
+def nearest_rotation(matrices: np.ndarray) -> np.ndarray:
+    """Projects [..., 3, 3] matrices onto the nearest rotations (SVD, det +1)."""
+    u, _, vt = np.linalg.svd(matrices)
+    sign = np.sign(np.linalg.det(u @ vt))
+    u[..., :, -1] *= sign[..., None]
+    return u @ vt
+
+
+_JITTED: dict[tuple[str, int], tuple[object, Callable]] = {}
+
+
+def _jitted(kind: str, owner, make: Callable[[], Callable]) -> Callable:
+    """One jitted function per (kind, owner object): modules and body models hold arrays, so
+    they cannot be hashed for functools caches; the owner is kept alive with its function."""
+    slot = (kind, id(owner))
+    if slot not in _JITTED or _JITTED[slot][0] is not owner:
+        _JITTED[slot] = (owner, make())
+    return _JITTED[slot][1]
+
+
+def _posed_body(body_model: smpl.SMPLModel) -> Callable:
+    """Jitted (betas [F, 10], rotmats [F, 24, 3, 3]) -> vertices, vibe49 and common14 joints."""
+    return _jitted("body", body_model, lambda: _make_posed_body(body_model))
+
+
+def _make_posed_body(body_model: smpl.SMPLModel) -> Callable:
+
+    @jax.jit
+    def posed(betas, rotmats):
+        vertices, joints = smpl.forward(body_model, betas, rotmats)
+        vibe49 = smpl.layout_joints(body_model, vertices, joints, "vibe49")
+        common14 = smpl.layout_joints(body_model, vertices, joints, "common14")
+        return vertices, vibe49, common14
+
+    return posed
+
+
+def pose_body(body_model: smpl.SMPLModel, betas: np.ndarray, rotmats: np.ndarray) -> dict:
+    """Vertices [N, 6890, 3] and joints (vibe49, common14) of N frames, in chunks of 64."""
+    posed = _posed_body(body_model)
+    n, parts = len(betas), []
+    for i in range(0, n, _BODY_CHUNK):
+        b, r = betas[i : i + _BODY_CHUNK], rotmats[i : i + _BODY_CHUNK]
+        pad = _BODY_CHUNK - len(b)
+        b = np.concatenate([b, np.zeros((pad, *b.shape[1:]), b.dtype)])
+        r = np.concatenate([r, np.broadcast_to(np.eye(3, dtype=r.dtype), (pad, 24, 3, 3))])
+        parts.append([np.asarray(x)[: _BODY_CHUNK - pad] for x in posed(b, r)])
+    vertices, vibe49, common14 = (np.concatenate(x) for x in zip(*parts, strict=True))
+    return {"vertices": vertices, "joints_vibe49": vibe49, "joints_common14": common14}
+
+
+def predict_sequence(
+    model, params, body_model: smpl.SMPLModel, features: np.ndarray, window: int,
+    overlap: int | None = None, batch_size: int = 32,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per-frame outputs over a whole video, windows stitched (see the module docstring).
+
+    Args:
+      model, params: the model and its parameters.
+      body_model: the SMPL model the outputs are posed with.
+      features: [N, D] frame features.
+      window: T, frames per window.
+      overlap: frames shared by neighbouring windows (None: T // 2).
+      batch_size: windows per model call.
+
+    Returns:
+      pose, rotmats, betas, cam, vertices, joints_vibe49, joints_common14, kp2d ([N, ...]).
+    """
+    features = np.asarray(features, np.float32)
+    n = len(features)
+    overlap = window // 2 if overlap is None else overlap
+    apply = _apply_fn(model)
+    keys = ("rotmats", "betas", "cam")
+    if n <= window:  # one pass over exactly the video's frames
+        out = jax.device_get(apply(params, jnp.asarray(features[None])))
+        rotmats, betas, cam = (np.asarray(out[k][0], np.float64) for k in keys)
+    else:
+        starts, weights = stitch_plan(n, window, overlap)
+        windows = np.stack([features[s : s + window] for s in starts])
+        out = evaluate.run_windows(functools.partial(apply, params), windows, batch_size)
+        blended = {k: np.zeros((n, *out[k].shape[2:])) for k in keys}
+        for w, s in enumerate(starts):
+            for k in keys:
+                weight = weights[w].reshape(-1, *(1,) * (out[k].ndim - 2))
+                blended[k][s : s + window] += weight * out[k][w]
+        rotmats, betas, cam = (blended[k] for k in keys)
+        rotmats = nearest_rotation(rotmats)
+    rotmats, betas, cam = (x.astype(np.float32) for x in (rotmats, betas, cam))
+    result = {"rotmats": rotmats, "betas": betas, "cam": cam}
+    result["pose"] = np.asarray(geometry.rotmats_to_pose72(jnp.asarray(rotmats)))
+    result.update(pose_body(body_model, betas, rotmats))
+    result["kp2d"] = np.asarray(
+        geometry.weak_perspective_project(jnp.asarray(result["joints_vibe49"]), jnp.asarray(cam))
+    )
+    return result
+
+
+def _apply_fn(model) -> Callable:
+    return _jitted("apply", model, lambda: _make_apply_fn(model))
+
+
+def _make_apply_fn(model) -> Callable:
+    @jax.jit
+    def apply(params, features):
+        out = model.apply({"params": params}, features, train=False)
+        return {k: out[k] for k in ("rotmats", "betas", "cam")}
+
+    return apply
+
+
+def crop_to_image(cam: np.ndarray, bbox: np.ndarray,
+                  crop_scale: float = KEYPOINT_CROP_SCALE) -> np.ndarray:  # fmt: skip
+    """Weak-perspective crop cameras [N, 3] -> image cameras [N, 3] in pixels.
+
+    A crop coordinate u in [-1, 1] is the pixel cx + (crop_scale * w / 2) * u (the crop is the
+    bbox [cx, cy, w, h] enlarged by crop_scale), so x_crop = s * (X + t) becomes
+    x_pixel = s_px * X + t_px with s_px = s * crop_scale * w / 2 and t_px = s_px * t + (cx, cy).
+    """
+    half = 0.5 * crop_scale * bbox[:, 2]
+    s_px = cam[:, 0] * half
+    return np.stack([s_px, s_px * cam[:, 1] + bbox[:, 0], s_px * cam[:, 2] + bbox[:, 1]], -1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+
+
+def read_features_file(path: str, width: int) -> dict[str, np.ndarray]:
+    """features [N, D], and bbox [N, 4] / frame_ids [N] when present, from a `.npz` file.
+
+    Raises:
+      PredictError: missing or unreadable file, no `features`, wrong width, empty, NaN, or
+        `bbox` / `frame_ids` of another length.
+    """
+    if not os.path.isfile(path):
+        raise PredictError(f"features file {path} does not exist.")
+    try:
+        data = np.load(path, allow_pickle=False)
+        arrays = {k: np.asarray(data[k]) for k in data.files}
+    except (OSError, ValueError) as e:
+        raise PredictError(f"{path} is not a readable .npz file ({e}).") from e
+    if "features" not in arrays:
+        raise PredictError(f"{path} has no 'features' array (it has {sorted(arrays)}); "
+                           "expected features [N, D].")  # fmt: skip
+    features = arrays["features"]
+    if features.ndim != 2 or features.shape[1] != width or len(features) == 0:
+        raise PredictError(f"{path}: features has shape {list(features.shape)}, expected "
+                           f"[N, {width}] with N >= 1 for this model.")  # fmt: skip
+    if not np.isfinite(features).all():
+        raise PredictError(f"{path}: features holds NaN or infinite values.")
+    n = len(features)
+    out = {"features": features.astype(np.float32)}
+    out["frame_ids"] = arrays.get("frame_ids", np.arange(n)).astype(np.int32)
+    if "bbox" in arrays:
+        out["bbox"] = arrays["bbox"].astype(np.float32)
+    expected = {"frame_ids": (n,), "bbox": (n, 4)}
+    for key, shape in expected.items():
+        if key in out and out[key].shape != shape:
+            raise PredictError(f"{path}: {key} has shape {list(out[key].shape)}, expected "
+                               f"{list(shape)} (one row per frame of features).")  # fmt: skip
+    return out
+
+
+def dataset_video(config: ml_collections.ConfigDict, name: str, split: str) -> dict:
+    """One video of config.eval's dataset by `vid_name` (features, labels, frame_ids)."""
+    from lmr_jax.data import pipeline
+
+    spec = pipeline.DatasetSpec(name=config.eval.name, split=split,
+                                data_dir=config.data.data_dir)  # fmt: skip
+    names = []
+    for video in pipeline.eval_videos(spec):
+        if video["vid_name"] == name:
+            return video
+        names.append(video["vid_name"])
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    raise schema.DatasetError(f"{spec.label} has no video '{name}' (it has {shown}).")
+
+
+def write_prediction(path: str, result: dict, faces: np.ndarray, frame_ids: np.ndarray,
+                     bbox: np.ndarray | None, meta: dict) -> None:  # fmt: skip
+    """Writes the output `.npz` (keys in the module docstring)."""
+    arrays = {k: np.asarray(v, np.float32) for k, v in result.items()}
+    arrays["faces"] = np.asarray(faces, np.int32)
+    arrays["frame_ids"] = np.asarray(frame_ids, np.int32)
+    if bbox is not None:
+        cam_image = crop_to_image(arrays["cam"], bbox)
+        arrays["bbox"] = bbox
+        arrays["cam_image"] = cam_image
+        joints = arrays["joints_vibe49"][..., :2]
+        arrays["kp2d_image"] = cam_image[:, None, :1] * joints + cam_image[:, None, 1:]
+    for key, value in meta.items():
+        arrays[key] = np.asarray(value)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    np.savez(path, **arrays)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming
+# ---------------------------------------------------------------------------------------------
+
+
+class Stream:
+    """Online inference: push features as they come, get each frame's outputs at once.
+
+    `push(features)` takes [D] (one frame) or [n, D] (a chunk) and returns that many frames'
+    outputs (rotmats, pose, betas, cam, vertices, joints3d, kp2d as numpy arrays, [n, ...]).
+    The model's recurrent states are carried from call to call, so the outputs equal those of
+    one pass over every frame pushed since the last `reset()`; a call costs the same whatever
+    came before. One compilation per distinct chunk length.
+    """
+
+    def __init__(self, model, params):
+        if getattr(model, "bidirectional", False):
+            raise PredictError("a bidirectional model cannot stream (each output needs later "
+                               "frames); use predict_sequence.")  # fmt: skip
+        self.width = feature_width(params)
+        self._params = params
+
+        @jax.jit
+        def step(params, state, features):
+            out, state = model.apply({"params": params}, features, state=state, return_state=True)
+            keys = ("rotmats", "pose", "betas", "cam", "vertices", "joints3d", "kp2d")
+            return {k: out[k][0] for k in keys}, state
+
+        self._step = step
+        abstract = jax.eval_shape(
+            lambda p, x: model.apply({"params": p}, x, return_state=True)[1],
+            params, jax.ShapeDtypeStruct((1, 1, self.width), jnp.float32),
+        )  # fmt: skip
+        self._zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract)
+        self.reset()
+
+    def reset(self) -> None:
+        """Starts a new sequence (zero recurrent states)."""
+        self._state = self._zeros
+        self.frames_seen = 0
+
+    def push(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """Outputs of the next frame(s): features [D] or [n, D] -> dict of [n, ...] arrays."""
+        features = np.asarray(features, np.float32)
+        chunk = features[None] if features.ndim == 1 else features
+        if chunk.ndim != 2 or chunk.shape[1] != self.width or len(chunk) == 0:
+            raise PredictError(f"Stream.push got features of shape {list(features.shape)}, "
+                               f"expected [{self.width}] or [n, {self.width}].")  # fmt: skip
+        out, self._state = self._step(self._params, self._state, jnp.asarray(chunk[None]))
+        self.frames_seen += len(chunk)
+        return jax.device_get(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------------------------
+
+
+def run(
+    workdir: str,
+    *,
+    config: ml_collections.ConfigDict | None = None,
+    input_path: str | None = None,
+    video: str | None = None,
+    split: str | None = None,
+    output: str | None = None,
+    obj_dir: str | None = None,
+    glb: str | None = None,
+    overlap: int | None = None,
+    fps: float = 30.0,
+    smpl_path: str | None = None,
+) -> str:
+    """`--mode=predict`: predicts one sequence, writes the `.npz` (and `.obj`s / `.glb`).
+
+    Args:
+      workdir: run directory or `RUN/checkpoints/STEP`.
+      config: the experiment config (needed for `video`; if given, must match the run).
+      input_path: a features `.npz` (see the module docstring), or None with `video`.
+      video: a video name of config.eval's dataset, read from `split` (default config.eval.split).
+      output: the `.npz` to write (default RUN/predict/<input or video name>.npz).
+      obj_dir: if set, one `.obj` per frame there; glb: if set, an animated `.glb` at that path.
+      overlap: frames shared by neighbouring windows (None: half the window).
+      fps: frame rate of the `.glb` animation.
+      smpl_path: SMPL model file or folder.
+
+    Returns:
+      The path of the written `.npz`.
+    """
+    from lmr_jax import export
+
+    if (input_path is None) == (video is None):
+        raise PredictError("predict needs exactly one of --input=FEATURES.npz and --video=NAME.")
+    if video is not None and config is None:
+        raise PredictError("--video needs --config=experiments/<name>.py to know the dataset.")
+    model, params, info = load_run(workdir, config.model if config else None, smpl_path)
+    width = feature_width(params)
+    if video is not None:
+        source = dataset_video(config, video, split or config.eval.split)
+        got = source["features"].shape[1]
+        if got != width:
+            raise PredictError(f"video '{video}' has features of width {got}, the model "
+                               f"expects {width}.")  # fmt: skip
+        source["bbox"] = None
+        name = video
+    else:
+        source = read_features_file(input_path, width)
+        name = os.path.splitext(os.path.basename(input_path))[0]
+    result = predict_sequence(model, params, info["body_model"], source["features"],
+                              info["window"], overlap)  # fmt: skip
+    run_dir, _ = _split_checkpoint_path(workdir)
+    output = output or os.path.join(run_dir, "predict", f"{name}.npz")
+    meta = dict(model=info["model_config"].name, step=info["step"], window=info["window"],
+                overlap=info["window"] // 2 if overlap is None else overlap)  # fmt: skip
+    faces = np.asarray(info["body_model"].faces)
+    write_prediction(output, result, faces, source["frame_ids"], source.get("bbox"), meta)
+    if obj_dir:
+        export.write_obj_sequence(obj_dir, result["vertices"], faces,
+                                  frame_ids=source["frame_ids"])  # fmt: skip
+    if glb:
+        export.write_glb(glb, result["vertices"], faces, fps=fps)
+    return output
