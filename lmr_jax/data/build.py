@@ -14,22 +14,90 @@ import contextlib
 import importlib
 import os
 import sys
+import tempfile
 import time
 
 BUILD_COMMAND = "python -m lmr_jax.data.build {name} --data_dir={data_dir}"
 
 
+class _SpillingShuffler:
+    """TFDS 4.9's `shuffle.Shuffler` with the examples kept in one local temporary file.
+
+    TFDS keeps a split in memory up to 1 GB, then spills it to 1000 bucket files through
+    `tf.io.gfile` (TensorFlow). This one appends every serialized example to an unnamed
+    temporary file beside the output and keeps only (key, offset, length) per example in
+    memory; the writer then reads the examples back one at a time in key order. Peak memory is
+    about one example (plus about 150 bytes per example), whatever the split's size. Same
+    interface and ordering as TFDS's: hashed keys (a fixed pseudo-random order) or, with
+    `disable_shuffling`, the integer keys themselves.
+    """
+
+    def __init__(self, dirpath, hash_salt, disable_shuffling=False, ignore_duplicates=False):
+        from tensorflow_datasets.core import hashing
+
+        self._hasher = hashing.Hasher(hash_salt)
+        self._disable_shuffling = disable_shuffling
+        self._ignore_duplicates = ignore_duplicates
+        folder = os.fspath(dirpath)
+        self._file = tempfile.TemporaryFile(dir=folder if os.path.isdir(folder) else None)
+        self._index: list[tuple[int, int, int]] = []
+        self._seen: set[int] = set()
+        self._total_bytes = 0
+        self._read_only = False
+
+    @property
+    def size(self) -> int:
+        return self._total_bytes
+
+    @property
+    def bucket_lengths(self) -> list[int]:
+        return [len(self._index)]
+
+    @property
+    def num_examples(self) -> int:
+        return len(self._index)
+
+    def add(self, key, data: bytes) -> None:
+        if self._read_only:
+            raise AssertionError("add() cannot be called after __iter__.")
+        hkey = self._hasher.hash_key(key)
+        if self._ignore_duplicates:
+            if hkey in self._seen:
+                return
+            self._seen.add(hkey)
+        if self._disable_shuffling:
+            hkey = int(key)  # the order of the keys is the order of the examples
+        self._index.append((hkey, self._total_bytes, len(data)))
+        self._file.write(data)
+        self._total_bytes += len(data)
+
+    def __iter__(self):
+        from tensorflow_datasets.core import shuffle
+
+        self._read_only = True
+        self._file.flush()
+        previous_key, previous_data = None, None
+        for hkey, offset, length in sorted(self._index):
+            self._file.seek(offset)
+            data = self._file.read(length)
+            if hkey == previous_key:
+                raise shuffle.DuplicatedKeysError(data, previous_data)
+            previous_key, previous_data = hkey, data
+            yield hkey, data
+        self._file.close()
+
+
 @contextlib.contextmanager
 def tensorflow_free_writing():
-    """Makes TFDS 4.9's writer work without TensorFlow, and fast to read back.
+    """Makes TFDS 4.9's writer work without TensorFlow, in bounded memory, fast to read back.
 
     Builders wrap their `_download_and_prepare` in it. Inside:
     * array_record files are written uncompressed: TFDS's default (brotli) saves ~20% on our
       examples, whose features are incompressible floats, but makes every random read of a
       video ~3.5x slower;
-    * a split is kept in memory while it is written: TFDS spills splits over 1 GB to temporary
-      files through `tf.io.gfile` (TensorFlow), and with ordered examples (disable_shuffling)
-      it reads the whole split back into memory anyway. Peak memory is about twice the split.
+    * a split is staged in a local temporary file (`_SpillingShuffler`) instead of TFDS's
+      memory buffer and `tf.io.gfile` buckets, so peak memory does not grow with the split
+      (measured in experiments/benchmarks/builder_memory.py).
     """
     from array_record.python import array_record_module
     from tensorflow_datasets.core import file_adapters, shuffle
@@ -45,12 +113,12 @@ def tensorflow_free_writing():
             writer.close()
 
     table, fmt = file_adapters.ADAPTER_FOR_FORMAT, file_adapters.FileFormat.ARRAY_RECORD
-    saved = table[fmt], shuffle.MAX_MEM_BUFFER_SIZE
-    table[fmt], shuffle.MAX_MEM_BUFFER_SIZE = UncompressedArrayRecord, 1 << 62
+    saved = table[fmt], shuffle.Shuffler
+    table[fmt], shuffle.Shuffler = UncompressedArrayRecord, _SpillingShuffler
     try:
         yield
     finally:
-        table[fmt], shuffle.MAX_MEM_BUFFER_SIZE = saved
+        table[fmt], shuffle.Shuffler = saved
 
 
 def builder_class(name: str):
