@@ -49,8 +49,8 @@ import orbax.checkpoint as ocp
 
 from lmr_jax import evaluate, geometry, models, smpl, train
 from lmr_jax.data import schema
+from lmr_jax.data.vibe_format import KEYPOINT_CROP_SCALE  # the crop is the bbox x 1.2 (VIBE)
 
-KEYPOINT_CROP_SCALE = 1.2  # the person crop is the bbox enlarged by this factor (VIBE)
 _BODY_CHUNK = 64  # frames per call of the jitted body model (one compiled shape)
 
 

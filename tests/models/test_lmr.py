@@ -204,6 +204,8 @@ def test_stacked_child_recurrence_matches_parts_run_one_by_one():
     widest = max(len(joints) for _, joints in DEFAULT_PARTS[1:])
     for p, (_, joints) in enumerate(DEFAULT_PARTS[1:]):
         part = jax.tree.map(lambda a, p=p: a[p], params["child_rnn"])
+        static = params["child_rnn"]["static_projection"]["kernel"]  # shared input: [D, P, G]
+        part["static_projection"]["kernel"] = static[:, p]
         kernel = part["dynamic_projection"]["kernel"]  # rows: own joints padded, shape, root
         n = 6 * len(joints)
         part["dynamic_projection"]["kernel"] = jnp.concatenate([kernel[:n], kernel[6 * widest :]])

@@ -150,6 +150,7 @@ def test_stacked_gru_matches_parts_run_one_by_one():
     for p, width in enumerate(widths):
         part = jax.tree.map(lambda a, p=p: a[p], params)
         part["dynamic_projection"]["kernel"] = part["dynamic_projection"]["kernel"][:width]
+        part["static_projection"]["kernel"] = params["static_projection"]["kernel"][:, p]
         want = _run(single, part, static, dynamic[p, ..., :width])
         np.testing.assert_allclose(out[p], want, atol=1e-6)
 
