@@ -8,8 +8,9 @@ Steps (each prints what it did):
   2. trains each model with its experiment's `cpu` variant (a few minutes each on 2 cores) and
      evaluates it on the test split (workdirs under --out_dir; a finished run is not redone);
   3. prints one comparison table (MPJPE, PA-MPJPE, PVE, Accel in mm) and writes it to
-     results.md, with each run's training curves (plots/curves.png) and a picture of test
-     frames, ground truth beside the prediction (comparison.png).
+     results.md, with each run's training curves (plots/curves.png) and LMR's pictures of a
+     test video: ground truth above the prediction with the 2D keypoints and the per-frame
+     error under the frames (test_video.png, and test_video.gif of the whole video).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import os
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
@@ -60,29 +60,33 @@ def run_model(label: str, config, workdir: str) -> dict:
     return results
 
 
-def comparison_picture(config, workdir: str, path: str, frames=(0, 10, 20, 30)) -> None:
-    """Ground truth (orange) beside the prediction (blue) on frames of the first test video."""
-    from lmr_jax import geometry, models, smpl
+def test_video_pictures(config, workdir: str, path: str, num_frames: int = 6) -> list[str]:
+    """Ground truth (orange) above the prediction (blue) on the first test video, with the 2D
+    keypoints and the per-frame MPJPE under the frames: a PNG at `path` and a GIF beside it.
+
+    The whole video is predicted as `lmr-predict` does (overlapping windows, stitched)."""
+    from lmr_jax import evaluate, geometry, models, predict, smpl
 
     body_model = smpl.resolve(config.smpl_path or None)
     model = models.build_model(config.model, body_model)
     params = train.restore_params(workdir)
     spec = train.eval_spec(config, config.eval.name, config.eval.split)
     video = next(pipeline.eval_videos(spec))
-    t = config.data.window
-    frames = [f for f in frames if f < len(video["features"]) - t] or [0]
-    panels = []
-    for f in frames:
-        window = jnp.asarray(video["features"][None, f : f + t])
-        out = jax.device_get(model.apply({"params": params}, window, train=False))
-        rot = jnp.asarray(video["pose"][f : f + 1])
-        gt_verts, _ = smpl.forward(body_model, jnp.asarray(video["shape"][f : f + 1]),
-                                   geometry.pose72_to_rotmats(rot))  # fmt: skip
-        panels.append(visualize.side_by_side(
-            np.asarray(gt_verts[0]), out["vertices"][0, 0], np.asarray(body_model.faces),
-            video["cam"][f], out["cam"][0, 0], video["kp2d"][f],
-        ))  # fmt: skip
-    visualize.save_strip(panels, path)
+    result = predict.predict_sequence(model, params, body_model, video["features"],
+                                      config.data.window)  # fmt: skip
+    pred = {"joints3d": result["joints_vibe49"], "vertices": result["vertices"]}
+    errors = evaluate.video_errors(pred, video, body_model)["MPJPE"]
+    rotmats = geometry.pose72_to_rotmats(jnp.asarray(video["pose"]))
+    gt_vertices, _ = smpl.forward(body_model, jnp.asarray(video["shape"]), rotmats)
+    n = len(errors)
+    args = (np.asarray(gt_vertices), result["vertices"], np.asarray(body_model.faces))
+    kwargs = dict(gt_cams=video["cam"], pred_cams=result["cam"], kp2d_gt=video["kp2d"],
+                  kp2d_pred=result["kp2d"], errors=errors)  # fmt: skip
+    frames = np.linspace(0, n - 1, num_frames).round().astype(int)
+    visualize.video_figure(path, *args, frames=frames, **kwargs)
+    gif = os.path.splitext(path)[0] + ".gif"
+    visualize.video_gif(gif, *args, frames=range(0, n, 2), **kwargs)
+    return [path, gif]
 
 
 def main(argv):
@@ -114,10 +118,9 @@ def main(argv):
     print(table)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(table + "\n")
-    picture = os.path.join(out_dir, "comparison.png")
-    comparison_picture(*configs["LMR"], picture)
+    pictures = test_video_pictures(*configs["LMR"], os.path.join(out_dir, "test_video.png"))
     print(f"    table -> {out_dir}/results.md; curves -> {out_dir}/*/plots/curves.png; "
-          f"picture -> {picture}")  # fmt: skip
+          f"pictures -> {' and '.join(pictures)}")  # fmt: skip
     print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} min")
 
 
