@@ -34,7 +34,8 @@ def default_model_config(name: str = "lmr") -> ml_collections.ConfigDict:
     for VIBE/HMR); gru_layers (1 for LMR, 2 for VIBE); bidirectional; dropout (between GRU layers
     and on LMR's hidden layers); camera ('rnn' | 'dense', LMR); single_rnn, no_root_dependency
     (LMR ablations); dtype ('float32' | 'bfloat16' matmuls); mean_params (path of VIBE's
-    smpl_mean_params.npz, '' for identity pose / zero shape / cam [0.9, 0, 0]); joint_layout;
+    smpl_mean_params.npz, '' for an upright root with identity joints / zero shape / cam
+    [0.9, 0, 0], see models.params); joint_layout;
     parts (LMR's part table, root first, as (name, joints) pairs); head_init ('small' | 'zeros');
     regressor_hidden, regressor_dropout (HMR regressor of VIBE/HMR); scan_unroll (time steps per
     scan loop iteration, a speed knob).

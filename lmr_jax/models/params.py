@@ -3,7 +3,12 @@
 Every model here predicts 6D joint rotations, shape coefficients and a weak-perspective camera as
 residual updates that start from `MeanParams`: VIBE's `smpl_mean_params.npz` when one is given
 (its 144-number mean pose is already in the SPIN/VIBE 6D layout, see geometry.rot6d_to_matrix),
-else the identity pose, zero shape and the camera [0.9, 0, 0]. `smpl_outputs` turns the
+else identity joint rotations with the root turned 180 degrees about x, zero shape and the
+camera [0.9, 0, 0]. The root turn stands SMPL's y-up body upright in the camera frame (y down),
+as in VIBE's mean pose. An identity root starts every prediction upside down, and training then
+finds it cheaper to flip the body through the stature shape direction than to turn the root by
+180 degrees: on synthetic_motion the predicted betas reached -56 and the meshes were mirrored
+and misshapen (the joints still fitted). `smpl_outputs` turns the
 parameters of every iteration into the output dict shared by all models.
 """
 
@@ -21,6 +26,7 @@ from lmr_jax import smpl as smpl_lib
 NUM_JOINTS = 24
 NUM_BETAS = 10
 IDENTITY_ROT6D = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)  # matrix_to_rot6d(eye(3)), row-major (3, 2)
+UPRIGHT_ROOT_ROT6D = (1.0, 0.0, 0.0, -1.0, 0.0, 0.0)  # matrix_to_rot6d(diag(1, -1, -1))
 DEFAULT_CAM = (0.9, 0.0, 0.0)
 
 
@@ -34,7 +40,7 @@ class MeanParams:
       cam: 3 numbers [s, tx, ty].
     """
 
-    pose6d: tuple[float, ...] = IDENTITY_ROT6D * NUM_JOINTS
+    pose6d: tuple[float, ...] = UPRIGHT_ROOT_ROT6D + IDENTITY_ROT6D * (NUM_JOINTS - 1)
     shape: tuple[float, ...] = (0.0,) * NUM_BETAS
     cam: tuple[float, ...] = DEFAULT_CAM
 
@@ -64,7 +70,8 @@ def load_mean_params(path: str) -> MeanParams:
     """Reads VIBE's/SPIN's `smpl_mean_params.npz` (keys 'pose' [144], 'shape' [10], 'cam' [3]).
 
     Args:
-      path: the .npz file; an empty string gives the default (identity pose, zero shape).
+      path: the .npz file; an empty string gives the default (upright root, identity joints,
+        zero shape).
 
     Returns:
       MeanParams.

@@ -11,6 +11,7 @@ import pytest
 from lmr_jax import geometry, smpl
 from lmr_jax.models import GRU, PartRecurrences, build_model, default_model_config
 from lmr_jax.models.lmr import DEFAULT_PARTS
+from lmr_jax.models.params import MeanParams
 from tests.models.small_models import (
     B,
     D,
@@ -158,7 +159,9 @@ def test_zero_heads_start_exactly_from_the_mean():
         }
 
     it = apply(silence(params), features())["iterations"]
-    np.testing.assert_array_equal(it["rotmats"], np.broadcast_to(np.eye(3), (3, B, T, 24, 3, 3)))
+    upright = np.diag([1.0, -1.0, -1.0])[None]  # the root, then 23 identity joints
+    mean = np.concatenate([upright, np.broadcast_to(np.eye(3), (23, 3, 3))])
+    np.testing.assert_array_equal(it["rotmats"], np.broadcast_to(mean, (3, B, T, 24, 3, 3)))
     np.testing.assert_array_equal(it["betas"], np.zeros((3, B, T, 10)))
     np.testing.assert_array_equal(it["cam"], np.broadcast_to(np.float32([0.9, 0, 0]), (3, B, T, 3)))
 
@@ -259,3 +262,16 @@ def test_mean_params_file_with_a_missing_key_is_refused(tmp_path):
     config.mean_params = str(tmp_path / "mean.npz")
     with pytest.raises(ValueError, match="'cam'"):
         build_model(config, smpl.procedural(0))
+
+
+def test_default_mean_pose_stands_upright_in_the_camera_frame():
+    """Without a mean-parameter file the start is upright in the y-down camera frame (head
+    above the feet in the image), as VIBE's mean pose: an upside-down start made training flip
+    the body through the stature shape direction."""
+    pose6d, shape, _ = MeanParams().initial(())
+    rotmats = geometry.rot6d_to_matrix(pose6d)
+    np.testing.assert_allclose(rotmats[0], np.diag([1.0, -1.0, -1.0]), atol=1e-7)
+    np.testing.assert_allclose(rotmats[1:], np.broadcast_to(np.eye(3), (23, 3, 3)), atol=1e-7)
+    _, joints = smpl.forward(body_model(), shape[None], rotmats[None])
+    head, ankles = joints[0, 15], joints[0, [7, 8]]
+    assert float(head[1]) < float(ankles[:, 1].min()) - 1.0  # y down: the head is 1 m higher
