@@ -4,28 +4,65 @@ An experiment file (`experiments/<name>.py`) calls `base_config(model_name)` and
 fields. Fields (all overridable on the command line as `--config.optim.lr=3e-4`):
 
 - `seed`, `smpl_path` ('' = $LMR_JAX_SMPL_DIR, else the procedural body);
-- `data`: `data_dir`, `window` (T), `train` (a dict of datasets: name, split, weight, stride),
-  `eval` (name, split), `eval_max_videos`;
+- `data`: `data_dir`, `window` (T), `train` (a dict of datasets: name, split, weight, stride,
+  group; weight 0 leaves a dataset out), `ratio_2d` (the share of the '2d' group when the
+  datasets name groups, see `dataset_config`), `validation` (name, split, joints),
+  `eval_max_videos`;
 - `model`: see `lmr_jax.models.default_model_config`; `loss`: see `lmr_jax.losses`;
-- `optim`: Adam learning rate, schedule, warmup, gradient clipping, weight decay;
+- `optim`: Adam learning rate, schedule ('constant', 'cosine' or 'plateau': the learning rate
+  drops by `plateau_factor` when the validation metric `plateau_metric` has not improved by a
+  relative `plateau_threshold` for more than `plateau_patience` validations, as torch's
+  ReduceLROnPlateau in VIBE), warmup, gradient clipping, weight decay;
 - `train`: global batch size, steps, logging/eval/checkpoint periods, checkpoints kept, what a
   non-finite loss does ('stop' or 'skip');
-- `eval`: protocol ('vibe' or 'tcmr') and the split evaluated after training ('' = none).
+- `eval`: protocol ('vibe' or 'tcmr'); the evaluation after training: `sets` (names of
+  `EVAL_SETS`, comma-separated, e.g. '3dpw,mpi_inf_3dhp,human36m'), or when `sets` is empty
+  one dataset split (`name`, `split`, `joints`; `split=''` switches evaluation off).
 
 Hyperparameters follow VIBE's setting (Adam 5e-5, batch 32, T = 16) unless a file says why not.
+`vibe_setting` is the paper's real-data setting (VIBE's datasets, schedule and losses).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
-from lmr_jax import losses, models
+from lmr_jax import evaluate, losses, models
+
+GROUPS = ("", "2d", "3d")
 
 
-def dataset_config(name: str, split: str = "train", weight: float = 1.0, stride: int = 4):
-    """One training dataset of a mixture (a TFDS name such as 'synthetic_motion/small')."""
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+    """A named evaluation: a dataset split and the joints it is scored on."""
+
+    name: str
+    split: str
+    joints: str
+
+
+# The test sets of the paper (Table 2), scored as VIBE and TCMR score them (lmr_jax/evaluate.py).
+EVAL_SETS = {
+    "3dpw": EvalSet("threedpw", "test", "h36m14"),
+    "mpi_inf_3dhp": EvalSet("mpi_inf_3dhp", "validation", "mpii3d17"),
+    "human36m": EvalSet("human36m", "test", "h36m14"),
+}
+
+
+def dataset_config(
+    name: str, split: str = "train", weight: float = 1.0, stride: int = 4, group: str = ""
+) -> ml_collections.ConfigDict:
+    """One training dataset of a mixture (a TFDS name such as 'synthetic_motion/small').
+
+    Without groups the datasets are mixed in proportion to `weight`. With groups ('2d' or '3d'
+    on every dataset), the '2d' group takes `data.ratio_2d` of the windows and the '3d' group
+    the rest, and inside a group each dataset's share is proportional to weight x its number
+    of windows (VIBE's ConcatDataset of the 2D and of the 3D datasets).
+    """
     return ml_collections.ConfigDict(
-        {"name": name, "split": split, "weight": weight, "stride": stride}
+        {"name": name, "split": split, "weight": weight, "stride": stride, "group": group}
     )
 
 
@@ -41,8 +78,9 @@ def base_config(model_name: str = "lmr") -> ml_collections.ConfigDict:
     c.data.train = ml_collections.ConfigDict(
         {"synthetic": dataset_config("synthetic_motion/standard")}
     )
+    c.data.ratio_2d = 0.6  # VIBE's DATA_2D_RATIO; used only when the datasets name groups
     c.data.validation = ml_collections.ConfigDict(
-        {"name": "synthetic_motion/standard", "split": "validation"}
+        {"name": "synthetic_motion/standard", "split": "validation", "joints": "vibe49"}
     )
     c.data.eval_max_videos = 0  # 0 = all videos
 
@@ -51,10 +89,14 @@ def base_config(model_name: str = "lmr") -> ml_collections.ConfigDict:
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 5e-5
-    c.optim.schedule = "constant"  # 'constant' | 'cosine'
+    c.optim.schedule = "constant"  # 'constant' | 'cosine' | 'plateau'
     c.optim.warmup_steps = 0
     c.optim.grad_clip = 1.0  # global norm; 0 disables
     c.optim.weight_decay = 0.0
+    c.optim.plateau_metric = "PA-MPJPE"  # a validation metric (lower is better)
+    c.optim.plateau_factor = 0.1
+    c.optim.plateau_patience = 5  # validations without improvement tolerated
+    c.optim.plateau_threshold = 1e-4  # relative improvement that counts (torch's default)
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32  # global, split over all devices of all processes
@@ -66,8 +108,10 @@ def base_config(model_name: str = "lmr") -> ml_collections.ConfigDict:
     c.train.nonfinite = "stop"  # 'stop' | 'skip'
 
     c.eval = ml_collections.ConfigDict()
+    c.eval.sets = ""  # names of EVAL_SETS, comma-separated; '' = the split below
     c.eval.name = "synthetic_motion/standard"
     c.eval.split = "test"
+    c.eval.joints = "vibe49"  # 'vibe49' | 'h36m14' | 'mpii3d17' (lmr_jax/evaluate.py)
     c.eval.protocol = "vibe"  # 'vibe' (all windows, stride T) | 'tcmr' (middle frames)
     return c
 
@@ -91,18 +135,66 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
-def check(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError with one sentence naming the first invalid field."""
+def eval_sets(config: ml_collections.ConfigDict) -> dict[str, EvalSet]:
+    """The evaluations after training (and of `--mode=eval`): label -> EvalSet.
+
+    Named sets are labelled by their name ('3dpw'); without `eval.sets` the one split of
+    `eval.name` is labelled by the split ('test'), or nothing is evaluated when it is ''.
+    """
+    names = [n.strip() for n in config.eval.sets.split(",") if n.strip()]
+    if names:
+        return {n: EVAL_SETS[n] for n in names}
+    if not config.eval.split:
+        return {}
+    return {config.eval.split: EvalSet(config.eval.name, config.eval.split, config.eval.joints)}
+
+
+def _check_choices(config: ml_collections.ConfigDict) -> None:
     choices = {
-        "optim.schedule": ("constant", "cosine"),
+        "optim.schedule": ("constant", "cosine", "plateau"),
+        "optim.plateau_metric": evaluate.METRICS,
         "train.nonfinite": ("stop", "skip"),
         "eval.protocol": ("vibe", "tcmr"),
+        "eval.joints": tuple(evaluate.EVAL_JOINTS),
+        "data.validation.joints": tuple(evaluate.EVAL_JOINTS),
     }
     for path, allowed in choices.items():
-        section, field = path.split(".")
-        value = config[section][field]
-        if value not in allowed:
-            raise ValueError(f"config field {path} is {value!r}, expected one of {allowed}.")
+        node = config
+        for key in path.split("."):
+            node = node[key]
+        if node not in allowed:
+            raise ValueError(f"config field {path} is {node!r}, expected one of {allowed}.")
+    for name in (n.strip() for n in config.eval.sets.split(",")):
+        if name and name not in EVAL_SETS:
+            raise ValueError(f"config field eval.sets names '{name}', expected names from "
+                             f"{tuple(EVAL_SETS)} separated by commas.")  # fmt: skip
+
+
+def _check_mixture(config: ml_collections.ConfigDict) -> None:
+    chosen = {key: d for key, d in config.data.train.items() if d.weight != 0}
+    if not chosen:
+        raise ValueError("config field data.train has no dataset with a weight > 0, expected "
+                         "at least one.")  # fmt: skip
+    for key, d in config.data.train.items():
+        if d.weight < 0:
+            raise ValueError(f"config field data.train.{key}.weight is {d.weight!r}, "
+                             "expected >= 0 (0 leaves the dataset out).")  # fmt: skip
+        if d.get("group", "") not in GROUPS:
+            raise ValueError(f"config field data.train.{key}.group is {d.group!r}, "
+                             f"expected one of {GROUPS}.")  # fmt: skip
+    grouped = {key for key, d in chosen.items() if d.get("group", "")}
+    if grouped and grouped != set(chosen):
+        missing = sorted(set(chosen) - grouped)[0]
+        raise ValueError(f"config field data.train.{missing}.group is '', expected '2d' or "
+                         "'3d' like the other datasets of the mixture.")  # fmt: skip
+    if not 0 <= config.data.ratio_2d <= 1:
+        raise ValueError(f"config field data.ratio_2d is {config.data.ratio_2d!r}, expected "
+                         "a value in [0, 1].")  # fmt: skip
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError with one sentence naming the first invalid field."""
+    _check_choices(config)
     positive = ("train.batch_size", "train.num_steps", "data.window", "optim.lr")
     for path in positive:
         section, field = path.split(".")
@@ -110,6 +202,20 @@ def check(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config field {path} is {config[section][field]!r}, expected > 0.")
     if not config.data.train:
         raise ValueError("config field data.train is empty, expected at least one dataset.")
+    _check_mixture(config)
+    if config.optim.schedule == "plateau":
+        if config.train.eval_every <= 0:
+            raise ValueError("config field train.eval_every is "
+                             f"{config.train.eval_every!r}, expected > 0: optim.schedule "
+                             "'plateau' watches the validation metric.")  # fmt: skip
+        if not 0 < config.optim.plateau_factor < 1:
+            factor = config.optim.plateau_factor
+            raise ValueError(
+                f"config field optim.plateau_factor is {factor!r}, expected a value in (0, 1)."
+            )
+        if config.optim.plateau_patience < 0 or config.optim.plateau_threshold < 0:
+            raise ValueError("config fields optim.plateau_patience and "
+                             "optim.plateau_threshold must be >= 0.")  # fmt: skip
 
 
 def cpu(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -133,9 +239,113 @@ def cpu(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 VARIANTS = {"": lambda c: c, "cpu": cpu, "smoke": smoke}
 
 
-def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
-    """Applies the named variant of an experiment file (`--config=file.py:variant`)."""
+# ---------------------------------------------------------------------------------------------
+# The paper's real-data setting (VIBE's)
+# ---------------------------------------------------------------------------------------------
+
+ITERATIONS_PER_EPOCH = 500  # VIBE's TRAIN.NUM_ITERS_PER_EPOCH
+
+
+def vibe_setting(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The LMR paper's setting, "exactly the same settings as" VIBE (configs/config.yaml).
+
+    Data: windows of T = 16 from the 2D datasets InstaVariety, PoseTrack, PennAction (60% of
+    each batch, VIBE's DATA_2D_RATIO) and the 3D datasets 3DPW, MPI-INF-3DHP, Human3.6M (40%);
+    inside each group a dataset's share follows its number of windows (VIBE's ConcatDataset).
+    Strides are VIBE's overlaps (lib/dataset/*.py): 3DPW, PennAction, PoseTrack 0.75 (stride
+    4), InstaVariety, MPI-INF-3DHP 0 (stride 16); Human3.6M 0.75 (stride 4, TCMR's class
+    default; VIBE has no Human3.6M loader). Validation on 3DPW 'validation' (VIBE validates on
+    its 3dpw_val_db.pt, which holds the 3DPW test sequences; see tfds_builders/VIBE_FORMAT.md)
+    with the 14 J_regressor_h36m joints, once per epoch; evaluation on 3DPW test.
+    Optimisation: Adam 5e-5, no weight decay, no gradient clipping, batch 32, 30 epochs of 500
+    iterations, the learning rate times 0.1 when the validation PA-MPJPE has not improved for
+    more than 5 epochs (torch ReduceLROnPlateau, mode 'min', patience LR_PATIENCE = 5).
+    Losses: VIBE's weights (2D 300, 3D 300, pose 60, shape 0.06) on squared errors (VIBE's
+    MSELoss), 3D on the 14 common joints, last iteration only.
+
+    Not reproduced: VIBE's motion discriminator on AMASS and its regressor initialised from
+    SPIN's checkpoint (pass VIBE's mean parameters with `--config.model.mean_params=PATH`).
+    """
+    config.data.window = 16
+    config.data.train = ml_collections.ConfigDict({
+        "insta_variety": dataset_config("insta_variety", stride=16, group="2d"),
+        "posetrack": dataset_config("posetrack", stride=4, group="2d"),
+        "pennaction": dataset_config("pennaction", stride=4, group="2d"),
+        "threedpw": dataset_config("threedpw", stride=4, group="3d"),
+        "mpi_inf_3dhp": dataset_config("mpi_inf_3dhp", stride=16, group="3d"),
+        "human36m": dataset_config("human36m", stride=4, group="3d"),
+    })  # fmt: skip
+    config.data.ratio_2d = 0.6
+    config.data.validation = ml_collections.ConfigDict(
+        {"name": "threedpw", "split": "validation", "joints": "h36m14"}
+    )
+    config.data.eval_max_videos = 0
+    config.loss.norm = "l2"
+    config.loss.kp3d_joints = "common14"
+    config.loss.all_iterations = False
+    config.optim.lr = 5e-5
+    config.optim.schedule = "plateau"
+    config.optim.plateau_metric = "PA-MPJPE"
+    config.optim.plateau_factor = 0.1
+    config.optim.plateau_patience = 5
+    config.optim.warmup_steps = 0
+    config.optim.grad_clip = 0.0
+    config.optim.weight_decay = 0.0
+    config.train.batch_size = 32
+    config.train.num_steps = 30 * ITERATIONS_PER_EPOCH
+    config.train.eval_every = ITERATIONS_PER_EPOCH
+    config.train.checkpoint_every = ITERATIONS_PER_EPOCH
+    config.train.log_every = 50
+    config.eval.sets = "3dpw"
+    config.eval.name = "threedpw"
+    config.eval.split = "test"
+    config.eval.joints = "h36m14"
+    return config
+
+
+def vibe_w_3dpw(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """VIBE's released training mixture (configs/config_w_3dpw.yaml): InstaVariety as the only
+    2D dataset (PoseTrack and PennAction are commented out there), 3DPW and MPI-INF-3DHP."""
+    for key in ("posetrack", "pennaction", "human36m"):
+        config.data.train[key].weight = 0.0
+    return config
+
+
+def vibe_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The tiny variant of `vibe_setting`: the 3DPW + PennAction mixture only (what
+    tests/data/vibe_files.build_small_datasets builds), T = 4, a small model, 2 steps with a
+    validation after each."""
+    config.data.train = ml_collections.ConfigDict({
+        "threedpw": dataset_config("threedpw", stride=2, group="3d"),
+        "pennaction": dataset_config("pennaction", stride=2, group="2d"),
+    })  # fmt: skip
+    config.data.window = 4
+    config.model.hidden_size = 32
+    config.optim.lr = 1e-3
+    config.optim.plateau_patience = 0
+    config.train.batch_size = 8
+    config.train.num_steps = 2
+    config.train.log_every = 1
+    config.train.eval_every = 1
+    config.train.checkpoint_every = 1
+    return config
+
+
+VIBE_VARIANTS = {"": lambda c: c, "vibe_w_3dpw": vibe_w_3dpw, "smoke": vibe_smoke}
+
+
+def apply_variant(
+    config: ml_collections.ConfigDict, arg: str | None, variants: dict | None = None
+) -> ml_collections.ConfigDict:
+    """Applies the named variant of an experiment file (`--config=file.py:variant`).
+
+    Args:
+      config: the experiment's config.
+      arg: the variant's name ('' or None: the default).
+      variants: name -> function (default `VARIANTS`; `VIBE_VARIANTS` for the real-data files).
+    """
+    variants = VARIANTS if variants is None else variants
     arg = arg or ""
-    if arg not in VARIANTS:
-        raise ValueError(f"unknown config variant '{arg}', expected one of {sorted(VARIANTS)}.")
-    return VARIANTS[arg](config)
+    if arg not in variants:
+        raise ValueError(f"unknown config variant '{arg}', expected one of {sorted(variants)}.")
+    return variants[arg](config)

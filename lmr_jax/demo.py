@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
+from lmr_jax import checkpoints, metrics, train, visualize
 from lmr_jax import config as config_lib
-from lmr_jax import metrics, train, visualize
 from lmr_jax.data import build, pipeline
 
 _OUT_DIR = flags.DEFINE_string("out_dir", "out/demo", "Where workdirs, tables and pictures go.")
@@ -69,7 +69,7 @@ def test_video_pictures(config, workdir: str, path: str, num_frames: int = 6) ->
 
     body_model = smpl.resolve(config.smpl_path or None)
     model = models.build_model(config.model, body_model)
-    params = train.restore_params(workdir)
+    params = checkpoints.restore_params(workdir)
     spec = train.eval_spec(config, config.eval.name, config.eval.split)
     video = next(pipeline.eval_videos(spec))
     result = predict.predict_sequence(model, params, body_model, video["features"],

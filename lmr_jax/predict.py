@@ -47,7 +47,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lmr_jax import evaluate, geometry, models, smpl, train
+from lmr_jax import checkpoints, evaluate, geometry, jit_cache, models, smpl
 from lmr_jax.data import schema
 from lmr_jax.data.vibe_format import KEYPOINT_CROP_SCALE  # the crop is the bbox x 1.2 (VIBE)
 
@@ -99,15 +99,15 @@ def load_run(path: str, model_config: ml_collections.ConfigDict | None = None,
     meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     saved = ml_collections.ConfigDict(meta["compat"]["model"])
     if model_config is not None:
-        wanted = train.json_view(model_config)
-        mismatch = train.first_mismatch(saved.name, wanted["name"], "model.name")
-        mismatch = mismatch or train.first_mismatch(meta["compat"]["model"], wanted, "model")
+        wanted = checkpoints.json_view(model_config)
+        mismatch = checkpoints.first_mismatch(saved.name, wanted["name"], "model.name")
+        mismatch = mismatch or checkpoints.first_mismatch(meta["compat"]["model"], wanted, "model")
         if mismatch:
             raise PredictError(f"the checkpoint at step {step} in {directory} holds another "
                                f"model than the config asks for ({mismatch}).")  # fmt: skip
     body_model = smpl.resolve(smpl_path)
     model = models.build_model(saved, body_model)
-    params = train.restore_params(workdir, step)
+    params = checkpoints.restore_params(workdir, step)
     window = int(meta["compat"]["data.window"])
     _check_params(model, params, window, f"the checkpoint at step {step} in {directory}")
     info = dict(model_config=saved, window=window, step=step, body_model=body_model)
@@ -178,21 +178,9 @@ def nearest_rotation(matrices: np.ndarray) -> np.ndarray:
     return u @ vt
 
 
-_JITTED: dict[tuple[str, int], tuple[object, Callable]] = {}
-
-
-def _jitted(kind: str, owner, make: Callable[[], Callable]) -> Callable:
-    """One jitted function per (kind, owner object): modules and body models hold arrays, so
-    they cannot be hashed for functools caches; the owner is kept alive with its function."""
-    slot = (kind, id(owner))
-    if slot not in _JITTED or _JITTED[slot][0] is not owner:
-        _JITTED[slot] = (owner, make())
-    return _JITTED[slot][1]
-
-
 def _posed_body(body_model: smpl.SMPLModel) -> Callable:
     """Jitted (betas [F, 10], rotmats [F, 24, 3, 3]) -> vertices, vibe49 and common14 joints."""
-    return _jitted("body", body_model, lambda: _make_posed_body(body_model))
+    return jit_cache.per_object("body", body_model, lambda: _make_posed_body(body_model))
 
 
 def _make_posed_body(body_model: smpl.SMPLModel) -> Callable:
@@ -268,7 +256,7 @@ def predict_sequence(
 
 
 def _apply_fn(model) -> Callable:
-    return _jitted("apply", model, lambda: _make_apply_fn(model))
+    return jit_cache.per_object("predict", model, lambda: _make_apply_fn(model))
 
 
 def _make_apply_fn(model) -> Callable:
@@ -310,8 +298,8 @@ def read_features_file(path: str, width: int) -> dict[str, np.ndarray]:
     try:
         data = np.load(path, allow_pickle=False)
         arrays = {k: np.asarray(data[k]) for k in data.files}
-    except (OSError, ValueError) as e:
-        raise PredictError(f"{path} is not a readable .npz file ({e}).") from e
+    except (OSError, ValueError, EOFError) as e:  # EOFError: an empty file
+        raise PredictError(f"{path} is not a readable .npz file ({e or 'empty'}).") from e
     if "features" not in arrays:
         raise PredictError(f"{path} has no 'features' array (it has {sorted(arrays)}); "
                            "expected features [N, D].")  # fmt: skip

@@ -4,6 +4,7 @@ Data parallelism follows the JAX pmap migration guide: the train state is NOT re
 (`in_axes=None`, `out_axes=None`), only the batch carries a leading local-device axis, and
 gradients are averaged with `lax.pmean`. The same code runs on CPU, GPU and TPU and on several
 hosts (each process reads its own shard; `jax.distributed.initialize` is called by main.py).
+Checkpoints live in lmr_jax/checkpoints.py, the optimizer and its schedules in lmr_jax/optim.py.
 """
 
 from __future__ import annotations
@@ -26,12 +27,19 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from lmr_jax import config as config_lib
-from lmr_jax import losses, models, smpl
+from lmr_jax import jit_cache, losses, models, smpl
+from lmr_jax.checkpoints import (
+    TrainingError,
+    checkpoint_manager,
+    compat_view,
+    first_mismatch,
+    replicate_on_local_devices,
+    restore_checkpoint,
+    restore_params,
+    save_checkpoint,
+)
 from lmr_jax.data import pipeline
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, incompatible checkpoint, ...)."""
+from lmr_jax.optim import learning_rate_schedule, make_optimizer, plateau_state, plateau_update
 
 
 @flax.struct.dataclass
@@ -41,31 +49,6 @@ class TrainState:
     step: jnp.ndarray
     params: Any
     opt_state: Any
-
-
-def learning_rate_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
-    """Linear warmup, then constant or cosine decay to zero at `num_steps`."""
-    if optim.schedule == "cosine":
-        decay = optax.cosine_decay_schedule(optim.lr, max(num_steps - optim.warmup_steps, 1))
-    else:
-        decay = optax.constant_schedule(optim.lr)
-    if optim.warmup_steps <= 0:
-        return decay
-    warmup = optax.linear_schedule(0.0, optim.lr, optim.warmup_steps)
-    return optax.join_schedules([warmup, decay], [optim.warmup_steps])
-
-
-def make_optimizer(
-    optim: ml_collections.ConfigDict, num_steps: int
-) -> optax.GradientTransformation:
-    """Adam (AdamW when weight decay is set) with gradient clipping by global norm."""
-    schedule = learning_rate_schedule(optim, num_steps)
-    parts = [optax.clip_by_global_norm(optim.grad_clip)] if optim.grad_clip > 0 else []
-    if optim.weight_decay > 0:
-        parts.append(optax.adamw(schedule, weight_decay=optim.weight_decay))
-    else:
-        parts.append(optax.adam(schedule))
-    return optax.chain(*parts)
 
 
 def train_step(
@@ -112,7 +95,9 @@ def train_step(
         keep = lambda new, old: jnp.where(finite, new, old)
         params = jax.tree.map(keep, params, state.params)
         opt_state = jax.tree.map(keep, opt_state, state.opt_state)
-    metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step), "finite": finite}
+    plateau = plateau_state(state.opt_state)
+    lr = schedule(state.step) * (1.0 if plateau is None else plateau.scale)
+    metrics = {"loss": loss, "grad_norm": grad_norm, "lr": lr, "finite": finite}
     metrics.update({f"loss_{k}": v for k, v in terms.items()})
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
@@ -143,127 +128,6 @@ def init_state(config, model, optimizer, features_shape: tuple[int, ...]) -> Tra
         step=jnp.asarray(0, jnp.int32), params=params, opt_state=optimizer.init(params)
     )
     return replicate_on_local_devices(state)
-
-
-def replicate_on_local_devices(tree: Any) -> Any:
-    """Places arrays as the pmapped step returns its unreplicated outputs (replicated over this
-    process's devices), so that the first step is traced and compiled like every later one."""
-    mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("data",))
-    return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------------
-
-# Config fields whose change makes a checkpoint unusable (parameter shapes or data layout).
-_COMPAT_FIELDS = ("model", "data.window")
-
-
-def json_view(node: Any) -> Any:
-    """A config node as saved in a checkpoint's metadata (JSON types: tuples become lists)."""
-    value = node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node
-    return json.loads(json.dumps(value, default=str))
-
-
-def _compat_view(config: ml_collections.ConfigDict) -> dict:
-    flat = {}
-    for path in _COMPAT_FIELDS:
-        node = config
-        for key in path.split("."):
-            node = node[key]
-        flat[path] = json_view(node)
-    return flat
-
-
-def first_mismatch(saved: Any, current: Any, path: str) -> str | None:
-    if isinstance(saved, dict) and isinstance(current, dict):
-        for key in sorted(set(saved) | set(current)):
-            found = first_mismatch(saved.get(key), current.get(key), f"{path}.{key}")
-            if found:
-                return found
-        return None
-    return None if saved == current else f"{path} was {saved!r}, now {current!r}"
-
-
-def checkpoint_manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
-    """The run's one CheckpointManager: train state, data iterator state and config."""
-    import grain  # noqa: F401 (registers grain's checkpoint handler with orbax)
-
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-    return ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"), options=options
-    )
-
-
-def save_checkpoint(mngr, state: TrainState, data_iter, config) -> None:
-    import grain
-
-    step = int(state.step)
-    if jax.process_count() > 1:  # pmap's unreplicated outputs are host-local arrays
-        state = jax.tree.map(ocp.utils.fully_replicated_host_local_array_to_global_array, state)
-    mngr.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=grain.checkpoint.CheckpointSave(data_iter),
-            meta=ocp.args.JsonSave({"compat": _compat_view(config), "step": step}),
-        ),
-    )
-
-
-def _on_this_host(metadata) -> Any:
-    """Restore targets for saved arrays: same shapes and dtypes, on this process's first device
-    (so that a checkpoint saved by any number of processes restores anywhere)."""
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    tree = metadata.tree if hasattr(metadata, "tree") else metadata
-    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
-
-
-def restore_params(workdir: str, step: int | None = None) -> Any:
-    """The parameters of a run's checkpoint (the latest by default), whatever topology saved them.
-
-    Raises:
-      TrainingError: the workdir has no checkpoint.
-    """
-    mngr = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"),
-        item_handlers={"state": ocp.StandardCheckpointHandler()},
-    )
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        raise TrainingError(f"no checkpoint in {mngr.directory}; train first (--mode=train).")
-    target = _on_this_host(mngr.item_metadata(step)["state"])
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-    return restored["state"]["params"]
-
-
-def restore_checkpoint(mngr, state: TrainState, data_iter, config) -> TrainState:
-    """Restores the latest checkpoint into `state` and `data_iter`, after a compatibility check."""
-    import grain
-
-    step = mngr.latest_step()
-    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    mismatch = first_mismatch(meta["compat"], _compat_view(config), "config")
-    if mismatch:
-        raise TrainingError(
-            f"the checkpoint at step {step} in {mngr.directory} comes from an incompatible "
-            f"config ({mismatch}); use another --workdir or the original config."
-        )
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(
-            x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        ),
-        state,
-    )
-    restored = mngr.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract),
-            data=grain.checkpoint.CheckpointRestore(data_iter),
-        ),
-    )
-    return replicate_on_local_devices(restored["state"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,14 +192,44 @@ def itstime(step: int, every: int, total: int) -> bool:
 
 
 def dataset_specs(config: ml_collections.ConfigDict) -> list[pipeline.DatasetSpec]:
-    """The training mixture of the config as pipeline specs."""
-    return [
+    """The training mixture of the config as pipeline specs (datasets of weight 0 left out).
+
+    When the datasets name groups ('2d', '3d'), the '2d' group gets `data.ratio_2d` of the
+    windows and the '3d' group the rest; inside a group a dataset's share is proportional to
+    its weight times its number of windows (opens the datasets to count them).
+
+    Raises:
+      DatasetError: a grouped dataset is not built or unusable.
+      ValueError: no dataset keeps a weight above 0.
+    """
+    chosen = [d for d in config.data.train.values() if d.weight > 0]
+    specs = [
         pipeline.DatasetSpec(
             name=d.name, split=d.split, data_dir=config.data.data_dir, weight=d.weight,
             stride=d.stride, window=config.data.window,
         )
-        for d in config.data.train.values()
+        for d in chosen
     ]  # fmt: skip
+    groups = [d.get("group", "") for d in chosen]
+    if not any(groups):
+        return specs
+    windows = [
+        len(pipeline.window_index(pipeline.open_dataset(s).lengths, s.window, s.stride))
+        for s in specs
+    ]
+    share = {"2d": config.data.ratio_2d, "3d": 1.0 - config.data.ratio_2d}
+    totals = {}
+    for group, spec, count in zip(groups, specs, windows, strict=True):
+        totals[group] = totals.get(group, 0.0) + spec.weight * count
+    weighted = [
+        dataclasses.replace(spec, weight=share[group] * spec.weight * count / totals[group])
+        for group, spec, count in zip(groups, specs, windows, strict=True)
+    ]
+    weighted = [spec for spec in weighted if spec.weight > 0]
+    if not weighted:
+        raise ValueError(f"config field data.ratio_2d is {config.data.ratio_2d!r}, which leaves "
+                         "no dataset of the mixture a share above 0.")  # fmt: skip
+    return weighted
 
 
 def eval_spec(config: ml_collections.ConfigDict, name: str, split: str) -> pipeline.DatasetSpec:
@@ -345,23 +239,38 @@ def eval_spec(config: ml_collections.ConfigDict, name: str, split: str) -> pipel
 
 
 def make_apply_fn(model) -> Callable:
-    """Jitted inference: features [W, T, D] -> the per-frame outputs evaluation needs."""
+    """Jitted inference: features [W, T, D] -> the per-frame outputs evaluation needs.
 
-    @jax.jit
-    def apply(params, features):
-        out = model.apply({"params": params}, features, train=False)
-        keys = ("joints3d", "vertices", "pose", "betas", "cam", "kp2d")
-        return {k: out[k] for k in keys}
+    The same model object gets the same function (jit_cache), so validations after the first
+    reuse its compiled programs.
+    """
 
-    return apply
+    def make():
+        @jax.jit
+        def apply(params, features):
+            out = model.apply({"params": params}, features, train=False)
+            keys = ("joints3d", "vertices", "pose", "betas", "cam", "kp2d")
+            return {k: out[k] for k in keys}
+
+        return apply
+
+    return jit_cache.per_object("evaluate", model, make)
 
 
-def validate(config, model, params, body_model, split="validation", max_videos=None) -> dict:
-    """Errors on whole videos of the validation (or another) split."""
+def evaluate_set(
+    config, model, params, body_model, eval_set: config_lib.EvalSet, max_videos: int = 0
+) -> dict:
+    """Errors on whole videos of one dataset split (see evaluate.evaluate_videos).
+
+    Args:
+      config: the run's config (data_dir, window, eval.protocol).
+      model, params, body_model: what is evaluated.
+      eval_set: the dataset split and its joints.
+      max_videos: stop after this many videos (0: all).
+    """
     from lmr_jax import evaluate
 
-    source = config.data.validation if split == "validation" else config.eval
-    spec = eval_spec(config, source.name, split)
+    spec = eval_spec(config, eval_set.name, eval_set.split)
     apply = make_apply_fn(model)
     return evaluate.evaluate_videos(
         functools.partial(apply, params),
@@ -369,8 +278,35 @@ def validate(config, model, params, body_model, split="validation", max_videos=N
         body_model,
         window=config.data.window,
         protocol=config.eval.protocol,
-        max_videos=config.data.eval_max_videos if max_videos is None else max_videos,
+        max_videos=max_videos,
+        joints=eval_set.joints,
     )
+
+
+def validate(config, model, params, body_model) -> dict:
+    """Errors on whole videos of config.data.validation (at most data.eval_max_videos)."""
+    source = config.data.validation
+    eval_set = config_lib.EvalSet(source.name, source.split, source.get("joints", "vibe49"))
+    return evaluate_set(config, model, params, body_model, eval_set,
+                        max_videos=config.data.eval_max_videos)  # fmt: skip
+
+
+def describe_mixture(specs: list[pipeline.DatasetSpec]) -> str:
+    """One line naming each dataset of the mixture with its share of the windows."""
+    total = sum(spec.weight for spec in specs)
+    return ", ".join(f"{spec.label} {spec.weight / total:.1%}" for spec in specs)
+
+
+def apply_plateau(state: TrainState, value: float, optim: ml_collections.ConfigDict) -> TrainState:
+    """The train state after the plateau schedule has seen a validation value (host side)."""
+    old = jax.device_get(plateau_state(state.opt_state))
+    new = plateau_update(old, value, optim)
+    if new.scale != old.scale:
+        print(f"  learning rate x{optim.plateau_factor:g}, now {optim.lr * float(new.scale):.3g}: "
+              f"validation {optim.plateau_metric} did not improve in "
+              f"{optim.plateau_patience + 1} validation(s) in a row", flush=True)  # fmt: skip
+    new = replicate_on_local_devices(jax.tree.map(jnp.asarray, new))
+    return state.replace(opt_state=(*state.opt_state[:-1], new))
 
 
 @dataclasses.dataclass
@@ -393,8 +329,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     # --- Body model, model, data ---------------------------------------------------------
     body_model = smpl.resolve(config.smpl_path or None)
     model = models.build_model(config.model, body_model)
+    specs = dataset_specs(config)
+    if jax.process_index() == 0:
+        print(f"training mixture: {describe_mixture(specs)}", flush=True)
     dataset = pipeline.train_dataset(
-        dataset_specs(config), window=config.data.window,
+        specs, window=config.data.window,
         global_batch_size=config.train.batch_size, num_local_devices=local_devices,
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
     )  # fmt: skip
@@ -446,6 +385,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
             log.write(step, values)
             print("  validation " + "  ".join(f"{k} {v:.1f}" for k, v in values.items()))
             best.update(step, values.get("val_PA-MPJPE", np.nan), state.params)
+            if plateau_state(state.opt_state) is not None:
+                value = results["overall"].get(config.optim.plateau_metric, np.nan)
+                state = apply_plateau(state, value, config.optim)
         if itstime(step, config.train.checkpoint_every, num_steps):
             _check_finite(metrics, step, mngr, stop)
             save_checkpoint(mngr, state, data_iter, config)
@@ -497,25 +439,44 @@ def run_label(config: ml_collections.ConfigDict) -> str:
     return config.model.name + "".join(f" ({k})" for k in switches)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains, then evaluates on the test split; writes workdir/eval/<split>.{json,md}."""
+def _evaluate_and_write(config, workdir, model, params, body_model) -> dict:
+    """Evaluates `params` on every set of `config_lib.eval_sets(config)`; writes
+    workdir/eval/<label>.{json,md} (process 0) and prints the tables."""
     from lmr_jax import evaluate
 
+    out = {}
+    for label, eval_set in config_lib.eval_sets(config).items():
+        results = evaluate_set(config, model, params, body_model, eval_set)
+        if jax.process_index() == 0:
+            table = evaluate.write_results(results, workdir, label, run_label(config))
+            print(f"{eval_set.name} {eval_set.split} ({eval_set.joints} joints, "
+                  f"{config.eval.protocol} protocol):\n{table}", flush=True)  # fmt: skip
+        out[label] = results
+    return out
+
+
+def _as_returned(config, out: dict) -> dict:
+    """{set: results} for named sets, else the one split's results ({} for none)."""
+    if config.eval.sets.strip():
+        return out
+    return out.get(config.eval.split, {})
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains, then evaluates the final parameters (see `config_lib.eval_sets`).
+
+    Returns:
+      With `eval.sets`: {set name: results}; without: the results on `eval.split` ({} when
+      evaluation is switched off with `--config.eval.split=`).
+    """
     result = train(config, workdir)
-    if not config.eval.split:  # evaluation switched off (--config.eval.split=)
-        return {}
-    results = validate(config, result.model, result.state.params, result.body_model,
-                       split=config.eval.split, max_videos=0)  # fmt: skip
-    if jax.process_index() == 0:
-        table = evaluate.write_results(results, workdir, config.eval.split, run_label(config))
-        print(table, flush=True)
-    return results
+    out = _evaluate_and_write(config, workdir, result.model, result.state.params,
+                              result.body_model)  # fmt: skip
+    return _as_returned(config, out)
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Evaluates the latest checkpoint of `workdir` on config.eval's split."""
-    from lmr_jax import evaluate
-
+    """Evaluates the latest checkpoint of `workdir` as `train_and_evaluate` does."""
     config_lib.check(config)
     mngr = checkpoint_manager(workdir, config.train.max_to_keep)
     step = mngr.latest_step()
@@ -524,12 +485,9 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
     body_model = smpl.resolve(config.smpl_path or None)
     model = models.build_model(config.model, body_model)
     meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    mismatch = first_mismatch(meta["compat"], _compat_view(config), "config")
+    mismatch = first_mismatch(meta["compat"], compat_view(config), "config")
     if mismatch:
         raise TrainingError(f"the checkpoint at step {step} in {mngr.directory} comes from an "
                             f"incompatible config ({mismatch}).")  # fmt: skip
     params = restore_params(workdir, step)
-    results = validate(config, model, params, body_model, split=config.eval.split, max_videos=0)
-    table = evaluate.write_results(results, workdir, config.eval.split, run_label(config))
-    print(table, flush=True)
-    return results
+    return _as_returned(config, _evaluate_and_write(config, workdir, model, params, body_model))

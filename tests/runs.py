@@ -2,8 +2,8 @@
 
 import orbax.checkpoint as ocp
 
+from lmr_jax import checkpoints
 from lmr_jax import config as config_lib
-from lmr_jax import train
 
 
 def smoke_config(data_dir, model="lmr", **train_overrides):
@@ -22,4 +22,4 @@ def smoke_config(data_dir, model="lmr", **train_overrides):
 
 def latest_params(workdir):
     mngr = ocp.CheckpointManager(f"{workdir}/checkpoints")
-    return mngr.latest_step(), train.restore_params(str(workdir))
+    return mngr.latest_step(), checkpoints.restore_params(str(workdir))

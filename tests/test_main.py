@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from lmr_jax import train
+from lmr_jax import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,7 +69,7 @@ def _free_port():
 
 
 def _params(workdir):
-    return train.restore_params(str(workdir))
+    return checkpoints.restore_params(str(workdir))
 
 
 @pytest.mark.slow

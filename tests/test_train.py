@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lmr_jax import config as config_lib
+from lmr_jax import optim as optim_lib
 from lmr_jax import train
 from lmr_jax.data import pipeline
 from tests.runs import latest_params, smoke_config
@@ -66,8 +67,8 @@ def _setup_cached(hidden):
 
 def _setup(config):
     model, body_model = _setup_cached(config.model.hidden_size)
-    schedule = train.learning_rate_schedule(config.optim, config.train.num_steps)
-    optimizer = train.make_optimizer(config.optim, config.train.num_steps)
+    schedule = optim_lib.learning_rate_schedule(config.optim, config.train.num_steps)
+    optimizer = optim_lib.make_optimizer(config.optim, config.train.num_steps)
     state = train.init_state(config, model, optimizer, (1, config.data.window, 64))
     return model, body_model, optimizer, schedule, state
 
@@ -145,7 +146,7 @@ def test_config_check_names_the_bad_field():
 def test_learning_rate_schedule_warmup_then_cosine():
     optim = config_lib.base_config("lmr").optim
     optim.lr, optim.schedule, optim.warmup_steps = 1e-3, "cosine", 10
-    schedule = train.learning_rate_schedule(optim, 110)
+    schedule = optim_lib.learning_rate_schedule(optim, 110)
     assert float(schedule(0)) == 0.0
     np.testing.assert_allclose(float(schedule(10)), 1e-3, rtol=1e-6)
     np.testing.assert_allclose(float(schedule(60)), 5e-4, rtol=1e-4)

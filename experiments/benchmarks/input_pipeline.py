@@ -23,6 +23,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from lmr_jax import optim as optim_lib
 from lmr_jax.data import pipeline
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "data", "TFDS data directory")
@@ -76,8 +77,8 @@ def time_train_step(spec: pipeline.DatasetSpec, threads: int, cache_mib: int) ->
     config = config_lib.base_config("lmr")
     body_model = smpl.procedural(0)
     model = models.build_model(config.model, body_model)
-    schedule = train.learning_rate_schedule(config.optim, config.train.num_steps)
-    optimizer = train.make_optimizer(config.optim, config.train.num_steps)
+    schedule = optim_lib.learning_rate_schedule(config.optim, config.train.num_steps)
+    optimizer = optim_lib.make_optimizer(config.optim, config.train.num_steps)
     iterator = _make_iterator(spec, threads, cache_mib)
     batch = next(iterator)
     state = train.init_state(config, model, optimizer, batch["features"].shape)

@@ -1,0 +1,154 @@
+"""Checkpoints of a training run: one Orbax CheckpointManager in workdir/checkpoints holding
+the train state, the grain iterator state and the config fields a checkpoint must match; the
+params of any step restore on any topology (number of processes and devices).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+if TYPE_CHECKING:
+    from lmr_jax.train import TrainState
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, incompatible checkpoint, ...)."""
+
+
+def replicate_on_local_devices(tree: Any) -> Any:
+    """Places arrays as the pmapped step returns its unreplicated outputs (replicated over this
+    process's devices), so that the first step is traced and compiled like every later one."""
+    mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("data",))
+    return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+
+# Config fields whose change makes a checkpoint unusable (parameter shapes or data layout).
+_COMPAT_FIELDS = ("model", "data.window")
+
+
+def json_view(node: Any) -> Any:
+    """A config node as saved in a checkpoint's metadata (JSON types: tuples become lists)."""
+    value = node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node
+    return json.loads(json.dumps(value, default=str))
+
+
+def compat_view(config: ml_collections.ConfigDict) -> dict:
+    flat = {}
+    for path in _COMPAT_FIELDS:
+        node = config
+        for key in path.split("."):
+            node = node[key]
+        flat[path] = json_view(node)
+    return flat
+
+
+def first_mismatch(saved: Any, current: Any, path: str) -> str | None:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(set(saved) | set(current)):
+            found = first_mismatch(saved.get(key), current.get(key), f"{path}.{key}")
+            if found:
+                return found
+        return None
+    return None if saved == current else f"{path} was {saved!r}, now {current!r}"
+
+
+def checkpoint_manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
+    """The run's one CheckpointManager: train state, data iterator state and config."""
+    import grain  # noqa: F401 (registers grain's checkpoint handler with orbax)
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    return ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "checkpoints"), options=options
+    )
+
+
+def save_checkpoint(mngr, state: TrainState, data_iter, config) -> None:
+    import grain
+
+    step = int(state.step)
+    if jax.process_count() > 1:  # pmap's unreplicated outputs are host-local arrays
+        state = jax.tree.map(ocp.utils.fully_replicated_host_local_array_to_global_array, state)
+    mngr.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=grain.checkpoint.CheckpointSave(data_iter),
+            meta=ocp.args.JsonSave({"compat": compat_view(config), "step": step}),
+        ),
+    )
+
+
+def _on_this_host(metadata) -> Any:
+    """Restore targets for saved arrays: same shapes and dtypes, on this process's first device
+    (so that a checkpoint saved by any number of processes restores anywhere)."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    tree = metadata.tree if hasattr(metadata, "tree") else metadata
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+
+
+def restore_saved_state(workdir: str, step: int | None = None) -> Any:
+    """The train state of a run's checkpoint (the latest by default) as saved (a tree of step,
+    params and opt_state, its containers as orbax restores them), whatever topology saved it.
+
+    Raises:
+      TrainingError: the workdir has no checkpoint.
+    """
+    import grain
+
+    # A handler for every saved item, though only the state is read: orbax warns about items it
+    # has no handler for.
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
+                "data": grain.checkpoint.CheckpointHandler()}  # fmt: skip
+    mngr = ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "checkpoints"), item_handlers=handlers
+    )
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise TrainingError(f"no checkpoint in {mngr.directory}; train first (--mode=train).")
+    target = _on_this_host(mngr.item_metadata(step)["state"])
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+    return restored["state"]
+
+
+def restore_params(workdir: str, step: int | None = None) -> Any:
+    """The parameters of a run's checkpoint (the latest by default), whatever topology saved them.
+
+    Raises:
+      TrainingError: the workdir has no checkpoint.
+    """
+    return restore_saved_state(workdir, step)["params"]
+
+
+def restore_checkpoint(mngr, state: TrainState, data_iter, config) -> TrainState:
+    """Restores the latest checkpoint into `state` and `data_iter`, after a compatibility check."""
+    import grain
+
+    step = mngr.latest_step()
+    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    mismatch = first_mismatch(meta["compat"], compat_view(config), "config")
+    if mismatch:
+        raise TrainingError(
+            f"the checkpoint at step {step} in {mngr.directory} comes from an incompatible "
+            f"config ({mismatch}); use another --workdir or the original config."
+        )
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(
+            x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        ),
+        state,
+    )
+    restored = mngr.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract),
+            data=grain.checkpoint.CheckpointRestore(data_iter),
+        ),
+    )
+    return replicate_on_local_devices(restored["state"])
