@@ -1,12 +1,13 @@
 """Inference: window stitching, streaming = batch, the predict command, its files and errors."""
 
+import functools
 import os
 
 import jax
 import numpy as np
 import pytest
 
-from lmr_jax import predict, train
+from lmr_jax import evaluate, predict, train
 from tests.models.small_models import body_model, built, features, small_config
 from tests.runs import smoke_config
 from tests.test_main import run_main
@@ -56,52 +57,58 @@ def test_nearest_rotation_projects_blends_back_onto_rotations():
 
 
 def _small(name, **overrides):
-    model, params, _, _ = built(name, tuple(sorted(overrides.items())))
-    return model, params
+    """A small model, its params and its outputs on `features(0)` (jitted once per session)."""
+    model, params, outputs, _ = built(name, tuple(sorted(overrides.items())))
+    return model, params, jax.device_get(outputs)
 
 
 def test_one_window_equals_a_single_pass_and_long_videos_stitch():
-    model, params = _small("lmr")
-    x = np.concatenate([np.asarray(features(0)[0]), np.asarray(features(1)[0])])  # 16 frames
-    single = model.apply({"params": params}, x[None])
-    out = predict.predict_sequence(model, params, body_model(), x, window=16)
+    model, params, single = _small("lmr")
+    x = np.asarray(features(0)[0])  # 8 frames: one window of 8 is one pass
+    out = predict.predict_sequence(model, params, body_model(), x, window=8)
     np.testing.assert_allclose(out["rotmats"], single["rotmats"][0], atol=1e-6)
     np.testing.assert_allclose(out["vertices"], single["vertices"][0], atol=1e-5)
     np.testing.assert_allclose(out["kp2d"], single["kp2d"][0], atol=1e-5)
     np.testing.assert_allclose(out["joints_vibe49"], single["joints3d"][0], atol=1e-5)
-    # 16 frames in windows of 8 with overlap 4: frames 0-3 come from window 0 alone.
-    stitched = predict.predict_sequence(model, params, body_model(), x, window=8, overlap=4)
-    first = model.apply({"params": params}, x[None, :8])
-    np.testing.assert_allclose(stitched["rotmats"][:4], first["rotmats"][0, :4], atol=1e-5)
-    assert not np.allclose(stitched["rotmats"][5:8], first["rotmats"][0, 5:8], atol=1e-4)
-    shapes = {"pose": (16, 72), "betas": (16, 10), "cam": (16, 3), "vertices": (16, 6890, 3),
-              "joints_common14": (16, 14, 3)}  # fmt: skip
+    # Windows of 4 with overlap 2 start at 0, 2, 4: frames 0-1 come from window 0 alone,
+    # frames 2-3 blend windows 0 and 1.
+    stitched = predict.predict_sequence(model, params, body_model(), x, window=4, overlap=2)
+    starts, _ = predict.stitch_plan(8, 4, 2)
+    windows = np.stack([x[s : s + 4] for s in starts])
+    apply = functools.partial(predict._apply_fn(model), params)
+    first = evaluate.run_windows(apply, windows)["rotmats"][0]
+    np.testing.assert_allclose(stitched["rotmats"][:2], first[:2], atol=1e-5)
+    assert not np.allclose(stitched["rotmats"][2:4], first[2:4], atol=1e-4)
+    shapes = {"pose": (8, 72), "betas": (8, 10), "cam": (8, 3), "vertices": (8, 6890, 3),
+              "joints_common14": (8, 14, 3)}  # fmt: skip
     for k, shape in shapes.items():
         assert stitched[k].shape == shape and np.isfinite(stitched[k]).all()
 
 
 @pytest.mark.parametrize(
-    "name,overrides",
-    [("lmr", {}), ("lmr", {"camera": "dense", "gru_layers": 2}), ("lmr", {"single_rnn": True}),
-     ("vibe", {}), ("hmr", {})],
+    "name,overrides,chunk",
+    [("lmr", {}, 1), ("lmr", {"camera": "dense", "gru_layers": 2}, 4),
+     ("lmr", {"single_rnn": True}, 4), ("vibe", {}, 4), ("hmr", {}, 2)],
 )  # fmt: skip
-def test_streaming_gives_the_outputs_of_one_pass(name, overrides):
-    model, params = _small(name, **overrides)
-    x = np.asarray(features(3)[0])  # 8 frames
-    whole = model.apply({"params": params}, x[None])
+def test_streaming_gives_the_outputs_of_one_pass(name, overrides, chunk):
+    model, params, whole = _small(name, **overrides)
+    x = np.asarray(features(0)[0])  # 8 frames
     stream = predict.Stream(model, params)
-    chunks = [stream.push(x[0]), stream.push(x[1:4]), stream.push(x[4:])]
+    pieces = [stream.push(x[i] if chunk == 1 else x[i : i + chunk]) for i in range(0, 8, chunk)]
     assert stream.frames_seen == 8
     for k in ("rotmats", "betas", "cam", "vertices", "kp2d"):
-        got = np.concatenate([c[k] for c in chunks])
+        got = np.concatenate([p[k] for p in pieces])
         np.testing.assert_allclose(got, whole[k][0], atol=2e-5, err_msg=k)
-    stream.reset()
-    again = stream.push(x[:3])
-    np.testing.assert_allclose(again["rotmats"], whole["rotmats"][0, :3], atol=2e-5)
+    piece = (lambda i: x[i]) if chunk == 1 else (lambda i: x[i * chunk : (i + 1) * chunk])
+    stream.reset()  # a new sequence starts from zero states
+    np.testing.assert_allclose(stream.push(piece(0))["rotmats"], pieces[0]["rotmats"], atol=2e-5)
+    stream.reset()  # the second piece without the first: only a per-frame model is unchanged
+    alone = stream.push(piece(1))["rotmats"]
+    assert np.allclose(alone, pieces[1]["rotmats"], atol=1e-5) == (name == "hmr")
 
 
 def test_streaming_refuses_bidirectional_models_and_bad_frames():
-    model, params = _small("lmr")
+    model, params, _ = _small("lmr")
     stream = predict.Stream(model, params)
     with pytest.raises(predict.PredictError, match=r"expected \[16\] or \[n, 16\]"):
         stream.push(np.zeros((2, 5)))
@@ -180,7 +187,7 @@ def test_predict_command_writes_documented_npz_and_meshes(run_dir, tmp_path):
     model, params, info = predict.load_run(run_dir)
     want = predict.predict_sequence(model, params, info["body_model"], source["features"], 8)
     for k in ("pose", "rotmats", "vertices", "kp2d", "joints_common14"):
-        np.testing.assert_allclose(got[k], want[k], atol=1e-5, err_msg=k)
+        np.testing.assert_allclose(got[k], want[k], atol=1e-4, err_msg=k)  # another process
     # kp2d_image is kp2d carried to pixels through the 1.2 x bbox crop.
     np.testing.assert_allclose(got["kp2d_image"], bbox[:, None, :2] + 90.0 * got["kp2d"],
                                atol=1e-3)  # fmt: skip
