@@ -458,7 +458,7 @@ def run(
             raise PredictError(f"video '{video}' has features of width {got}, the model "
                                f"expects {width}.")  # fmt: skip
         source["bbox"] = None
-        name = video
+        name = video.replace("/", "_")  # dataset video names hold slashes
     else:
         source = read_features_file(input_path, width)
         name = os.path.splitext(os.path.basename(input_path))[0]
