@@ -126,18 +126,27 @@ def restore_params(workdir: str, step: int | None = None) -> Any:
     return restore_saved_state(workdir, step)["params"]
 
 
-def restore_checkpoint(mngr, state: TrainState, data_iter, config) -> TrainState:
-    """Restores the latest checkpoint into `state` and `data_iter`, after a compatibility check."""
-    import grain
+def read_meta(mngr: ocp.CheckpointManager, step: int) -> dict:
+    """The JSON saved beside a checkpoint: {'compat': the config fields it must match, 'step'}."""
+    return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
-    step = mngr.latest_step()
-    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    mismatch = first_mismatch(meta["compat"], compat_view(config), "config")
+
+def check_compatible(mngr: ocp.CheckpointManager, step: int, config) -> None:
+    """Raises TrainingError naming the first config field that differs from the checkpoint's."""
+    mismatch = first_mismatch(read_meta(mngr, step)["compat"], compat_view(config), "config")
     if mismatch:
         raise TrainingError(
             f"the checkpoint at step {step} in {mngr.directory} comes from an incompatible "
             f"config ({mismatch}); use another --workdir or the original config."
         )
+
+
+def restore_checkpoint(mngr, state: TrainState, data_iter, config) -> TrainState:
+    """Restores the latest checkpoint into `state` and `data_iter`, after a compatibility check."""
+    import grain
+
+    step = mngr.latest_step()
+    check_compatible(mngr, step, config)
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(
             x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

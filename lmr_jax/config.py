@@ -124,14 +124,20 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.data.validation.name = "synthetic_motion/small"
     config.eval.name = "synthetic_motion/small"
     config.data.eval_max_videos = 2
-    config.data.window = 8
+    return _tiny_run(config, window=8, eval_every=0)
+
+
+def _tiny_run(config: ml_collections.ConfigDict, window: int, eval_every: int):
+    """The model, optimizer and loop fields of every smoke variant: hidden 32, batch 8, 2
+    steps, a checkpoint after each."""
+    config.data.window = window
     config.model.hidden_size = 32
+    config.optim.lr = 1e-3
     config.train.batch_size = 8
     config.train.num_steps = 2
     config.train.log_every = 1
-    config.train.eval_every = 0
+    config.train.eval_every = eval_every
     config.train.checkpoint_every = 1
-    config.optim.lr = 1e-3
     return config
 
 
@@ -319,16 +325,8 @@ def vibe_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         "threedpw": dataset_config("threedpw", stride=2, group="3d"),
         "pennaction": dataset_config("pennaction", stride=2, group="2d"),
     })  # fmt: skip
-    config.data.window = 4
-    config.model.hidden_size = 32
-    config.optim.lr = 1e-3
     config.optim.plateau_patience = 0
-    config.train.batch_size = 8
-    config.train.num_steps = 2
-    config.train.log_every = 1
-    config.train.eval_every = 1
-    config.train.checkpoint_every = 1
-    return config
+    return _tiny_run(config, window=4, eval_every=1)
 
 
 VIBE_VARIANTS = {"": lambda c: c, "vibe_w_3dpw": vibe_w_3dpw, "smoke": vibe_smoke}

@@ -47,7 +47,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lmr_jax import checkpoints, evaluate, geometry, jit_cache, models, smpl
+from lmr_jax import checkpoints, evaluate, geometry, jit_cache, models, smpl, train
 from lmr_jax.data import schema
 from lmr_jax.data.vibe_format import KEYPOINT_CROP_SCALE  # the crop is the bbox x 1.2 (VIBE)
 
@@ -96,7 +96,7 @@ def load_run(path: str, model_config: ml_collections.ConfigDict | None = None,
     step = mngr.latest_step() if step is None else step
     if step is None or step not in mngr.all_steps():
         raise PredictError(f"no checkpoint {'' if step is None else step} in {directory}.")
-    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    meta = checkpoints.read_meta(mngr, step)
     saved = ml_collections.ConfigDict(meta["compat"]["model"])
     if model_config is not None:
         wanted = checkpoints.json_view(model_config)
@@ -256,16 +256,8 @@ def predict_sequence(
 
 
 def _apply_fn(model) -> Callable:
-    return jit_cache.per_object("predict", model, lambda: _make_apply_fn(model))
-
-
-def _make_apply_fn(model) -> Callable:
-    @jax.jit
-    def apply(params, features):
-        out = model.apply({"params": params}, features, train=False)
-        return {k: out[k] for k in ("rotmats", "betas", "cam")}
-
-    return apply
+    """Jitted (params, features [W, T, D]) -> the final rotmats, betas and cam."""
+    return train.make_apply_fn(model, ("rotmats", "betas", "cam"))
 
 
 def crop_to_image(cam: np.ndarray, bbox: np.ndarray,

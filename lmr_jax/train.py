@@ -30,9 +30,8 @@ from lmr_jax import config as config_lib
 from lmr_jax import jit_cache, losses, models, smpl
 from lmr_jax.checkpoints import (
     TrainingError,
+    check_compatible,
     checkpoint_manager,
-    compat_view,
-    first_mismatch,
     replicate_on_local_devices,
     restore_checkpoint,
     restore_params,
@@ -238,8 +237,12 @@ def eval_spec(config: ml_collections.ConfigDict, name: str, split: str) -> pipel
     )
 
 
-def make_apply_fn(model) -> Callable:
-    """Jitted inference: features [W, T, D] -> the per-frame outputs evaluation needs.
+EVAL_OUTPUTS = ("joints3d", "vertices", "pose", "betas", "cam", "kp2d")
+
+
+def make_apply_fn(model, keys: tuple[str, ...] = EVAL_OUTPUTS) -> Callable:
+    """Jitted inference: (params, features [W, T, D]) -> the model outputs named by `keys`
+    (by default those evaluation needs; prediction asks for the parameters only).
 
     The same model object gets the same function (jit_cache), so validations after the first
     reuse its compiled programs.
@@ -249,12 +252,11 @@ def make_apply_fn(model) -> Callable:
         @jax.jit
         def apply(params, features):
             out = model.apply({"params": params}, features, train=False)
-            keys = ("joints3d", "vertices", "pose", "betas", "cam", "kp2d")
             return {k: out[k] for k in keys}
 
         return apply
 
-    return jit_cache.per_object("evaluate", model, make)
+    return jit_cache.per_object("apply:" + ",".join(keys), model, make)
 
 
 def evaluate_set(
@@ -484,10 +486,6 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise TrainingError(f"no checkpoint in {mngr.directory}; train first (--mode=train).")
     body_model = smpl.resolve(config.smpl_path or None)
     model = models.build_model(config.model, body_model)
-    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    mismatch = first_mismatch(meta["compat"], compat_view(config), "config")
-    if mismatch:
-        raise TrainingError(f"the checkpoint at step {step} in {mngr.directory} comes from an "
-                            f"incompatible config ({mismatch}).")  # fmt: skip
+    check_compatible(mngr, step, config)
     params = restore_params(workdir, step)
     return _as_returned(config, _evaluate_and_write(config, workdir, model, params, body_model))

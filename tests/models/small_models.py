@@ -11,6 +11,16 @@ from lmr_jax import smpl
 from lmr_jax.models import build_model, default_model_config
 
 B, T, D, H = 2, 8, 16, 32
+# The per-frame outputs every model returns, with their shapes at test size.
+OUTPUT_SHAPES = {
+    "rotmats": (B, T, 24, 3, 3),
+    "pose": (B, T, 72),
+    "betas": (B, T, 10),
+    "cam": (B, T, 3),
+    "vertices": (B, T, 6890, 3),
+    "joints3d": (B, T, 49, 3),
+    "kp2d": (B, T, 49, 2),
+}
 _NAMES = []
 
 

@@ -14,6 +14,7 @@ from lmr_jax.models import (
     default_model_config,
 )
 from tests.models.small_models import (
+    OUTPUT_SHAPES,
     B,
     D,
     H,
@@ -29,15 +30,7 @@ from tests.models.small_models import (
 @pytest.mark.parametrize("name", ["vibe", "hmr"])
 def test_output_shapes_and_dtypes(name):
     params, out = output_shapes(name)
-    shapes = {
-        "rotmats": (B, T, 24, 3, 3),
-        "pose": (B, T, 72),
-        "betas": (B, T, 10),
-        "cam": (B, T, 3),
-        "vertices": (B, T, 6890, 3),
-        "joints3d": (B, T, 49, 3),
-        "kp2d": (B, T, 49, 2),
-    }
+    shapes = OUTPUT_SHAPES
     for field, shape in shapes.items():
         chex.assert_shape(out[field], shape)
     chex.assert_shape(out["iterations"]["rotmats"], (3, B, T, 24, 3, 3))

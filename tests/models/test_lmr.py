@@ -13,6 +13,7 @@ from lmr_jax.models import GRU, PartRecurrences, build_model, default_model_conf
 from lmr_jax.models.lmr import DEFAULT_PARTS
 from lmr_jax.models.params import MeanParams
 from tests.models.small_models import (
+    OUTPUT_SHAPES,
     B,
     D,
     H,
@@ -51,15 +52,7 @@ def lmr(variant: str):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_output_shapes_and_dtypes(variant):
     params, out = output_shapes("lmr", VARIANTS[variant])
-    shapes = {
-        "rotmats": (B, T, 24, 3, 3),
-        "pose": (B, T, 72),
-        "betas": (B, T, 10),
-        "cam": (B, T, 3),
-        "vertices": (B, T, 6890, 3),
-        "joints3d": (B, T, 49, 3),
-        "kp2d": (B, T, 49, 2),
-    }
+    shapes = OUTPUT_SHAPES
     for name, shape in shapes.items():
         chex.assert_shape(out[name], shape)
     iterations = out["iterations"]
