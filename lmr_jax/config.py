@@ -6,9 +6,10 @@ fields. Fields (all overridable on the command line as `--config.optim.lr=3e-4`)
 - `seed`, `smpl_path` ('' = $LMR_JAX_SMPL_DIR, else the procedural body);
 - `data`: `data_dir`, `window` (T), `train` (a dict of datasets: name, split, weight, stride,
   group; weight 0 leaves a dataset out), `ratio_2d` (the share of the '2d' group when the
-  datasets name groups, see `dataset_config`), `validation` (name, split, joints),
-  `eval_max_videos`;
-- `model`: see `lmr_jax.models.default_model_config`; `loss`: see `lmr_jax.losses`;
+  datasets name groups, see `dataset_config`), `tail_window` (see
+  `lmr_jax.data.pipeline.window_index`), `validation` (name, split, joints), `eval_max_videos`;
+- `model`: see `lmr_jax.models.default_model_config`; `loss`: see `lmr_jax.losses` (a named
+  `preset`, 'synthetic' here, 'vibe' in `vibe_setting`, and per-term fields that override it);
 - `optim`: Adam learning rate, schedule ('constant', 'cosine' or 'plateau': the learning rate
   drops by `plateau_factor` when the validation metric `plateau_metric` has not improved by a
   relative `plateau_threshold` for more than `plateau_patience` validations, as torch's
@@ -44,11 +45,14 @@ class EvalSet:
 
 
 # The test sets of the paper (Table 2), scored as VIBE and TCMR score them (lmr_jax/evaluate.py).
+# MPI-INF-3DHP's joints depend on the protocol (joints ''): VIBE scores the 14 J_regressor_h36m
+# joints (its Evaluator always passes J_regressor), TCMR the 17 MPI-INF-3DHP test joints.
 EVAL_SETS = {
     "3dpw": EvalSet("threedpw", "test", "h36m14"),
-    "mpi_inf_3dhp": EvalSet("mpi_inf_3dhp", "validation", "mpii3d17"),
+    "mpi_inf_3dhp": EvalSet("mpi_inf_3dhp", "validation", ""),
     "human36m": EvalSet("human36m", "test", "h36m14"),
 }
+PROTOCOL_JOINTS = {"vibe": "h36m14", "tcmr": "mpii3d17"}
 
 
 def dataset_config(
@@ -79,6 +83,9 @@ def base_config(model_name: str = "lmr") -> ml_collections.ConfigDict:
         {"synthetic": dataset_config("synthetic_motion/standard")}
     )
     c.data.ratio_2d = 0.6  # VIBE's DATA_2D_RATIO; used only when the datasets name groups
+    # An extra window per video ending at its last frame (and one padded window for a video
+    # shorter than T); VIBE's windows have neither (see vibe_setting).
+    c.data.tail_window = True
     c.data.validation = ml_collections.ConfigDict(
         {"name": "synthetic_motion/standard", "split": "validation", "joints": "vibe49"}
     )
@@ -112,7 +119,7 @@ def base_config(model_name: str = "lmr") -> ml_collections.ConfigDict:
     c.eval.name = "synthetic_motion/standard"
     c.eval.split = "test"
     c.eval.joints = "vibe49"  # 'vibe49' | 'h36m14' | 'mpii3d17' (lmr_jax/evaluate.py)
-    c.eval.protocol = "vibe"  # 'vibe' (all windows, stride T) | 'tcmr' (middle frames)
+    c.eval.protocol = "vibe"  # 'vibe' (full windows, stride T) | 'tcmr' (middle frames)
     return c
 
 
@@ -149,7 +156,9 @@ def eval_sets(config: ml_collections.ConfigDict) -> dict[str, EvalSet]:
     """
     names = [n.strip() for n in config.eval.sets.split(",") if n.strip()]
     if names:
-        return {n: EVAL_SETS[n] for n in names}
+        joints = PROTOCOL_JOINTS[config.eval.protocol]
+        return {n: dataclasses.replace(EVAL_SETS[n], joints=EVAL_SETS[n].joints or joints)
+                for n in names}  # fmt: skip
     if not config.eval.split:
         return {}
     return {config.eval.split: EvalSet(config.eval.name, config.eval.split, config.eval.joints)}
@@ -201,6 +210,7 @@ def _check_mixture(config: ml_collections.ConfigDict) -> None:
 def check(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError with one sentence naming the first invalid field."""
     _check_choices(config)
+    losses.resolve(config.loss)
     positive = ("train.batch_size", "train.num_steps", "data.window", "optim.lr")
     for path in positive:
         section, field = path.split(".")
@@ -258,16 +268,21 @@ def vibe_setting(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     Data: windows of T = 16 from the 2D datasets InstaVariety, PoseTrack, PennAction (60% of
     each batch, VIBE's DATA_2D_RATIO) and the 3D datasets 3DPW, MPI-INF-3DHP, Human3.6M (40%);
     inside each group a dataset's share follows its number of windows (VIBE's ConcatDataset).
-    Strides are VIBE's overlaps (lib/dataset/*.py): 3DPW, PennAction, PoseTrack 0.75 (stride
-    4), InstaVariety, MPI-INF-3DHP 0 (stride 16); Human3.6M 0.75 (stride 4, TCMR's class
-    default; VIBE has no Human3.6M loader). Validation on 3DPW 'validation' (VIBE validates on
+    Strides are VIBE's overlaps (lib/dataset/*.py, stride = T x (1 - overlap)): PennAction,
+    PoseTrack 0.75 (stride 4); InstaVariety, MPI-INF-3DHP 0 (stride 16); 3DPW 0 (stride 16:
+    lib/dataset/threedpw.py hard-codes `is_train = False`, so its overlap is always 0, also in
+    training); Human3.6M 0.75 (stride 4, TCMR's class default; VIBE has no Human3.6M loader).
+    Windows are VIBE's `split_into_chunks` (lib/data_utils/img_utils.py): full windows only, no
+    extra window for a video's last frames, videos shorter than T left out
+    (`data.tail_window=False`). Validation on 3DPW 'validation' (VIBE validates on
     its 3dpw_val_db.pt, which holds the 3DPW test sequences; see tfds_builders/VIBE_FORMAT.md)
     with the 14 J_regressor_h36m joints, once per epoch; evaluation on 3DPW test.
     Optimisation: Adam 5e-5, no weight decay, no gradient clipping, batch 32, 30 epochs of 500
     iterations, the learning rate times 0.1 when the validation PA-MPJPE has not improved for
     more than 5 epochs (torch ReduceLROnPlateau, mode 'min', patience LR_PATIENCE = 5).
-    Losses: VIBE's weights (2D 300, 3D 300, pose 60, shape 0.06) on squared errors (VIBE's
-    MSELoss), 3D on the 14 common joints, last iteration only.
+    Losses: `loss.preset='vibe'` (lmr_jax/losses.py): VIBE's weights (2D 300, 3D 300, pose 60,
+    shape 0.06) on squared errors (VIBE's MSELoss), 3D on the 14 common joints without
+    confidence, 2D averaged over all joints, last iteration only.
 
     Not reproduced: VIBE's motion discriminator on AMASS and its regressor initialised from
     SPIN's checkpoint (pass VIBE's mean parameters with `--config.model.mean_params=PATH`).
@@ -277,18 +292,17 @@ def vibe_setting(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
         "insta_variety": dataset_config("insta_variety", stride=16, group="2d"),
         "posetrack": dataset_config("posetrack", stride=4, group="2d"),
         "pennaction": dataset_config("pennaction", stride=4, group="2d"),
-        "threedpw": dataset_config("threedpw", stride=4, group="3d"),
+        "threedpw": dataset_config("threedpw", stride=16, group="3d"),
         "mpi_inf_3dhp": dataset_config("mpi_inf_3dhp", stride=16, group="3d"),
         "human36m": dataset_config("human36m", stride=4, group="3d"),
     })  # fmt: skip
     config.data.ratio_2d = 0.6
+    config.data.tail_window = False
     config.data.validation = ml_collections.ConfigDict(
         {"name": "threedpw", "split": "validation", "joints": "h36m14"}
     )
     config.data.eval_max_videos = 0
-    config.loss.norm = "l2"
-    config.loss.kp3d_joints = "common14"
-    config.loss.all_iterations = False
+    config.loss = losses.default_loss_config("vibe")
     config.optim.lr = 5e-5
     config.optim.schedule = "plateau"
     config.optim.plateau_metric = "PA-MPJPE"

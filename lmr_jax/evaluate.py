@@ -1,11 +1,20 @@
-"""Evaluation over whole test videos: sliding windows, MPJPE, PA-MPJPE, PVE and acceleration
-error in millimetres, per video and overall, written as JSON and a markdown table.
+"""Evaluation over whole test videos: the frames VIBE and TCMR score, MPJPE, PA-MPJPE, PVE and
+acceleration error in millimetres, per video and overall, written as JSON and a markdown table.
 
-Protocols (`protocol`):
-- 'vibe': every frame is predicted once, from consecutive windows of T frames (stride T; the
-  last window is moved back to end at the last frame, and only its new frames are used);
-- 'tcmr': one stride-1 window centred on every frame (edges padded by repeating the first and
-  last frame), keeping the window's middle frame; only frames with 3D labels count.
+Protocols (`protocol`), each scoring exactly the frames its code scores (`frame_plan`):
+- 'vibe' (VIBE lib/dataset/dataset_3d.py with the test sets' overlap 0, i.e. stride T, and
+  lib/data_utils/img_utils.py `split_into_chunks`: `view_as_windows(indexes, (seqlen,),
+  step=stride)`, `if indexes.shape[0] < seqlen: continue`; lib/core/evaluate.py `Evaluator`):
+  consecutive windows of T frames, every frame of a window predicted by it and scored; the
+  frames after the last full window are not scored and a video shorter than T is left out; no
+  `valid` / `valid_i` flag is used (VIBE's Evaluator reads neither).
+- 'tcmr' (TCMR evaluate.py with lib/data_utils/_img_utils.py `split_into_chunks(...,
+  stride=1, is_train=False, match_vibe=False)`): a video's frames with `valid` = 0 are removed
+  first (`dataset_data['features'][indexes][valids]`), a video with fewer than T frames left is
+  skipped, and every remaining frame is the middle frame (index T // 2, TCMR's `mid_frame`) of
+  one window: the stride-1 window centred on it, or for the first T // 2 and the last
+  ceil(T / 2) - 1 frames a window of that frame repeated T times (`get_sequence(i, i)`);
+  MPI-INF-3DHP scores only the frames with `valid_i` = 1 (`valid_map`).
 
 Joints (`joints`, see `EVAL_JOINTS`); the ground truth is always the dataset's `kp3d` (vibe49
 slots, with their confidence):
@@ -14,17 +23,23 @@ slots, with their confidence):
   default.
 - 'h36m14': 14 joints regressed from the predicted vertices through J_regressor_h36m, rows
   H36M_TO_J14 (the smpl layout 'common14'), against ground-truth entries 25..38, centred on the
-  mid-hips: what VIBE (lib/core/evaluate.py, Regressor(J_regressor=...)) and TCMR (evaluate.py)
-  do on 3DPW and Human3.6M.
-- 'mpii3d17': the 17 MPI-INF-3DHP test joints (TCMR's `get_mpii3d_test_joint_names`: the 14
-  common joints, pelvis, spine and head from the predicted vibe49 joints, as TCMR evaluates
-  MPI-INF-3DHP with `J_regressor=None`), centred on the pelvis (joint 14).
+  mid-hips: what VIBE (Regressor(J_regressor=...)) does on 3DPW and MPI-INF-3DHP and TCMR on
+  3DPW and Human3.6M.
+- 'mpii3d17': the 17 MPI-INF-3DHP test joints (TCMR's `convert_kps(..., dst='mpii3d_test')`:
+  the 14 common joints, pelvis, spine and head from the predicted vibe49 joints, as TCMR
+  evaluates MPI-INF-3DHP with `J_regressor=None`), centred on the pelvis (joint 14, TCMR's
+  `pred_j3ds[:, [-3]]`).
 
-PVE compares meshes from the predicted and ground-truth SMPL parameters on the same body model
-(the neutral one by default), each centred on the mid-hips of its own J_regressor_h36m joints
-(VIBE's `compute_error_verts` compares the two meshes as SMPL poses them, without centring);
-it is reported where ground-truth SMPL exists (3DPW). The acceleration error is computed per
-video on the frames that have 3D labels, never across two videos.
+PVE is VIBE's and TCMR's `compute_error_verts` (lib/utils/eval_utils.py): the mean distance over
+all 6890 vertices between the predicted mesh and the mesh of the ground-truth pose and shape on
+the same body model, both as the body model outputs them (no translation, no re-centring); it is
+reported where ground-truth SMPL exists (3DPW). 'PVE-centred' is the same distance after
+centring each mesh on the mid-hips of its own J_regressor_h36m joints; it is never called PVE.
+The acceleration error (`compute_error_accel`) is the second difference of the predicted
+sequence of pelvis-centred joints against the ground truth's, per video (VIBE concatenates every
+window of the test set and so also differentiates across video boundaries; we never do), at the
+scored interior frames (TCMR drops a video's first and last frame, and differentiates across
+frames removed by `valid`, as its code does).
 
 Per-frame errors run through one jitted function on chunks of `CHUNK` frames, so videos of any
 length share one compiled program.
@@ -35,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable
 
@@ -45,7 +61,7 @@ import numpy as np
 from lmr_jax import geometry, metrics, smpl
 from lmr_jax.smpl import COMMON14_PELVIS, VIBE49_TO_COMMON14
 
-METRICS = ("MPJPE", "PA-MPJPE", "PVE", "Accel")
+METRICS = ("MPJPE", "PA-MPJPE", "PVE", "PVE-centred", "Accel")
 # TCMR's MPI-INF-3DHP test joints as vibe49 entries: head top, neck, right shoulder, elbow,
 # wrist, left shoulder, elbow, wrist, right hip, knee, ankle, left hip, knee, ankle, pelvis
 # (MPII), spine (H36M), head (H36M).
@@ -85,14 +101,6 @@ def get_eval_joints(joints: str) -> EvalJoints:
     return EVAL_JOINTS[joints]
 
 
-def window_starts(num_frames: int, window: int, protocol: str) -> np.ndarray:
-    """Start index of every window over a video of `num_frames` (after padding for 'tcmr')."""
-    if protocol == "tcmr":
-        return np.arange(num_frames)
-    last = max(num_frames - window, 0)
-    return np.unique(np.minimum(np.arange(0, max(num_frames, 1), window), last))
-
-
 def run_windows(apply_fn: Callable, windows: np.ndarray, batch_size: int = 64) -> dict:
     """`apply_fn` over windows [W, T, D], `batch_size` windows per call; returns [W, T, ...].
 
@@ -110,42 +118,83 @@ def run_windows(apply_fn: Callable, windows: np.ndarray, batch_size: int = 64) -
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
-def predict_video(
-    apply_fn: Callable, features: np.ndarray, window: int, protocol: str, batch_size: int = 64
+@dataclasses.dataclass(frozen=True)
+class FramePlan:
+    """Which frames of a video a protocol predicts and scores, and from which windows.
+
+    Attributes:
+      windows: [W, T] frame indices of each input window.
+      window_of: [F] the window each predicted frame is read from.
+      offset: [F] its position in that window.
+      frames: [F] the video frame of each prediction, in sequence order (the sequence the
+        acceleration error differentiates).
+      scored: [F] bool, the predictions that count.
+    """
+
+    windows: np.ndarray
+    window_of: np.ndarray
+    offset: np.ndarray
+    frames: np.ndarray
+    scored: np.ndarray
+
+
+def frame_plan(
+    num_frames: int,
+    window: int,
+    protocol: str,
+    valid: np.ndarray | None = None,
+    valid_i: np.ndarray | None = None,
+) -> FramePlan:
+    """The windows and scored frames of one video under `protocol` (module docstring).
+
+    Args:
+      num_frames: N.
+      window: T.
+      protocol: 'vibe' or 'tcmr'.
+      valid: [N] the file's `valid` flags (TCMR drops frames with 0), None if it has none.
+      valid_i: [N] the file's `valid_i` flags (TCMR scores only frames with 1), None if none.
+
+    Returns:
+      The plan; empty (F = 0) for a video the protocol leaves out.
+    """
+    if protocol == "vibe":
+        starts = np.arange(0, num_frames - window + 1, window)
+        windows = starts[:, None] + np.arange(window)
+        count = len(starts)
+        return FramePlan(windows, np.repeat(np.arange(count), window),
+                         np.tile(np.arange(window), count), windows.reshape(-1),
+                         np.ones(count * window, bool))  # fmt: skip
+    if protocol != "tcmr":
+        raise ValueError(f"eval protocol is '{protocol}', expected 'vibe' or 'tcmr'.")
+    kept = np.arange(num_frames) if valid is None else np.flatnonzero(np.asarray(valid) > 0)
+    count = len(kept) if len(kept) >= window else 0
+    kept, half = kept[:count], window // 2
+    position = np.arange(count)
+    start = np.clip(position - half, 0, max(count - window, 0))
+    centred = (position >= half) & (position <= count - window + half)
+    # An edge frame's window is the frame repeated T times (TCMR's get_sequence(i, i)).
+    index = np.where(centred[:, None], start[:, None] + np.arange(window), position[:, None])
+    scored = np.ones(count, bool) if valid_i is None else np.asarray(valid_i)[kept] > 0
+    return FramePlan(kept[index].reshape(count, window), position, np.full(count, half), kept,
+                     scored)  # fmt: skip
+
+
+def predict_frames(
+    apply_fn: Callable, features: np.ndarray, plan: FramePlan, batch_size: int = 64
 ) -> dict[str, np.ndarray]:
-    """Per-frame predictions for one video of features [N, D].
+    """The predictions of a plan's frames: `apply_fn` on its windows, read at each frame's slot.
 
     Args:
       apply_fn: maps features [W, T, D] to a dict of per-frame outputs [W, T, ...].
-      features: the video's features.
-      window: T.
-      protocol: 'vibe' or 'tcmr' (see the module docstring).
+      features: the video's features [N, D].
+      plan: see `frame_plan` (at least one window).
       batch_size: windows per call.
 
     Returns:
-      A dict of [N, ...] arrays, one entry per frame.
+      A dict of [F, ...] arrays in the plan's frame order.
     """
-    n = len(features)
-    if protocol == "tcmr":
-        half = window // 2
-        padded = np.concatenate([np.repeat(features[:1], half, 0), features,
-                                 np.repeat(features[-1:], window - half - 1, 0)])  # fmt: skip
-        take = np.full(n, half)  # the middle frame of each window
-    else:
-        pad = max(window - n, 0)  # a video shorter than T is padded at its end
-        padded = np.concatenate([features, np.repeat(features[-1:], pad, 0)])
-        take = None
-    starts = window_starts(n, window, protocol)
-    outputs = run_windows(apply_fn, np.stack([padded[s : s + window] for s in starts]), batch_size)
-    frame = np.empty(n, np.int64)  # which window each frame is read from
-    offset = np.empty(n, np.int64)
-    if take is not None:
-        frame[:], offset[:] = np.arange(n), take
-    else:
-        for w, s in enumerate(starts):  # later windows only fill frames not yet covered
-            covered = np.arange(s, min(s + window, n))
-            frame[covered], offset[covered] = w, covered - s
-    return {k: v[frame, offset] for k, v in outputs.items()}
+    outputs = run_windows(apply_fn, np.asarray(features)[plan.windows], batch_size)
+    return {k: v[plan.window_of, plan.offset] for k, v in outputs.items()}
 
 
 # Frames per call of the jitted per-frame errors: every video is cut into chunks of this size
@@ -157,21 +206,21 @@ CHUNK = 128
 def _chunk_errors(body_model, pred_joints, pred_vertices, gt, conf, pose, shape, has_smpl, *,
                   selection: EvalJoints, with_pve: bool):  # fmt: skip
     """Per-frame errors of one chunk: the compared predicted joints [C, J, 3] and MPJPE,
-    PA-MPJPE, PVE [C] (mm; NaN where unlabelled)."""
+    PA-MPJPE, PVE, PVE-centred [C] (mm; NaN where unlabelled)."""
     if selection.from_vertices:
         pred_joints = smpl.layout_joints(body_model, pred_vertices, None, "common14")
     mpjpe = metrics.mpjpe(pred_joints, gt, selection.pelvis, conf)
     pa_mpjpe = metrics.pa_mpjpe(pred_joints, gt, conf)
-    pve = jnp.full(mpjpe.shape, jnp.nan)
+    pve = centred = jnp.full(mpjpe.shape, jnp.nan)
     if with_pve:
         gt_vertices, _ = smpl.forward(body_model, shape, geometry.pose72_to_rotmats(pose))
-        # Both meshes are centred on the same mesh-regressed mid-hips (common-14 joints).
+        pve = jnp.where(has_smpl, metrics.pve(pred_vertices, gt_vertices), jnp.nan)
         pelvis = lambda v: smpl.layout_joints(body_model, v, None, "common14")[
             ..., list(COMMON14_PELVIS), :
         ].mean(-2)
         errors = metrics.pve(pred_vertices, gt_vertices, pelvis(pred_vertices), pelvis(gt_vertices))
-        pve = jnp.where(has_smpl, errors, jnp.nan)
-    return pred_joints, mpjpe, pa_mpjpe, pve
+        centred = jnp.where(has_smpl, errors, jnp.nan)
+    return pred_joints, mpjpe, pa_mpjpe, pve, centred
 
 
 def video_errors(
@@ -180,16 +229,19 @@ def video_errors(
     body_model: smpl.SMPLModel,
     joints: str = "vibe49",
 ) -> dict[str, np.ndarray]:
-    """Per-frame errors (mm) of one video; NaN where the frame has no label for the metric.
+    """Per-frame errors (mm) of a sequence of predicted frames; NaN where the frame has no label
+    for the metric.
 
     Args:
       pred: per-frame predictions: `joints3d` [N, 49, 3] (vibe49) and `vertices` [N, 6890, 3].
-      video: the video's labels (`kp3d`, `has_kp3d`, `pose`, `shape`, `has_smpl`).
+      video: the frames' labels (`kp3d`, `has_kp3d`, `pose`, `shape`, `has_smpl`), [N, ...]
+        in the same order (the sequence the acceleration error differentiates).
       body_model: the body model of the ground-truth meshes and of J_regressor_h36m.
       joints: the joint set (see the module docstring and `EVAL_JOINTS`).
 
     Returns:
-      {'MPJPE', 'PA-MPJPE', 'PVE', 'Accel'}: [N] arrays ([0] for videos under 3 frames).
+      {'MPJPE', 'PA-MPJPE', 'PVE', 'PVE-centred', 'Accel'}: [N] arrays (Accel NaN at the first
+      and last frame).
     """
     selection = get_eval_joints(joints)
     slots = np.asarray(selection.gt_slots)
@@ -212,21 +264,58 @@ def video_errors(
         part.setdefault("pred_vertices", None)
         out = _chunk_errors(body_model, **part, selection=selection, with_pve=with_pve)
         chunks.append(jax.device_get(out))
-    pred_joints, mpjpe, pa_mpjpe, pve = (np.concatenate(c)[:n] for c in zip(*chunks, strict=True))
+    pred_joints, mpjpe, pa_mpjpe, pve, centred = (
+        np.concatenate(c)[:n] for c in zip(*chunks, strict=True)
+    )
     valid = (video["has_kp3d"] > 0) & (inputs["conf"].sum(-1) > 0)
     centre = lambda j: (
         np.asarray(j, np.float64) - j[:, list(selection.pelvis)].mean(1, keepdims=True)
     )
     accel, _ = metrics.accel_error_videos(centre(pred_joints), centre(inputs["gt"]),
                                           np.zeros(n, np.int64), valid)  # fmt: skip
-    accel = np.concatenate([[np.nan], accel, [np.nan]]) if len(accel) else accel
-    return {"MPJPE": mpjpe, "PA-MPJPE": pa_mpjpe, "PVE": pve, "Accel": accel}
+    accel = np.concatenate([[np.nan], accel, [np.nan]]) if len(accel) else np.full(n, np.nan)
+    return {"MPJPE": mpjpe, "PA-MPJPE": pa_mpjpe, "PVE": pve, "PVE-centred": centred,
+            "Accel": accel}  # fmt: skip
 
 
 def _padded(array: np.ndarray, size: int) -> np.ndarray:
     """`array` [n, ...] padded with zeros (False) to [size, ...]."""
     pad = [(0, size - len(array))] + [(0, 0)] * (array.ndim - 1)
     return np.pad(np.asarray(array), pad)
+
+
+LABEL_FIELDS = ("kp3d", "has_kp3d", "pose", "shape", "has_smpl")
+
+
+def score_video(
+    apply_fn: Callable,
+    video: dict[str, np.ndarray],
+    body_model: smpl.SMPLModel,
+    window: int,
+    protocol: str = "vibe",
+    joints: str = "vibe49",
+) -> dict[str, np.ndarray] | None:
+    """The per-frame errors of one video's scored frames under `protocol` (None if it scores
+    none): {metric: [F]} (NaN where not scored or not labelled) and 'frames' [F] (video frames).
+    """
+    plan = frame_plan(len(video["features"]), window, protocol,
+                      video.get("valid"), video.get("valid_i"))  # fmt: skip
+    if not plan.scored.any():
+        return None
+    pred = predict_frames(apply_fn, video["features"], plan)
+    labels = {k: np.asarray(video[k])[plan.frames] for k in LABEL_FIELDS}
+    errors = video_errors(pred, labels, body_model, joints)
+    errors = {k: np.where(plan.scored, v, np.nan) for k, v in errors.items()}
+    return {**errors, "frames": plan.frames}
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logging.warning(message)
 
 
 def evaluate_videos(
@@ -238,11 +327,12 @@ def evaluate_videos(
     max_videos: int = 0,
     joints: str = "vibe49",
 ) -> dict:
-    """Runs the model over whole videos and aggregates the errors.
+    """Runs the model over whole videos and aggregates the errors of the scored frames.
 
     Args:
       apply_fn: maps features [W, T, D] to per-frame outputs (`joints3d`, `vertices`, ...).
-      videos: whole videos (dicts of [N, ...] arrays and `vid_name`).
+      videos: whole videos (dicts of [N, ...] arrays, `vid_name`, and optionally the file's
+        flags `valid` / `valid_i` [N]).
       body_model: the body model (ground-truth meshes, J_regressor_h36m).
       window: T.
       protocol: 'vibe' or 'tcmr'.
@@ -250,40 +340,59 @@ def evaluate_videos(
       joints: the joint set, a key of `EVAL_JOINTS`.
 
     Returns:
-      {'overall': {metric: mm}, 'videos': {vid_name: {metric: mm}}, 'frames': count,
-      'protocol': protocol, 'joints': joints}.
+      {'overall': {metric: mm}, 'videos': {vid_name: {metric: mm, 'frames': scored}},
+      'frames': the number of scored frames (frames with an MPJPE), 'skipped': names of the
+      videos the protocol scores nothing of, 'protocol', 'joints'}.
     """
     get_eval_joints(joints)  # an unknown name fails before any video is run
-    per_video, pooled = {}, {}
+    per_video, pooled, skipped = {}, {}, []
     for i, video in enumerate(videos):
         if max_videos and i >= max_videos:
             break
-        pred = predict_video(apply_fn, video["features"], window, protocol)
-        errors = video_errors(pred, video, body_model, joints)
-        if protocol == "tcmr":  # TCMR counts only frames that have 3D labels
-            keep = video["has_kp3d"] > 0
-            errors = {
-                k: np.where(keep, v, np.nan) if k != "Accel" else v for k, v in errors.items()
-            }
         name = str(video["vid_name"])
-        per_video[name] = metrics.summarize(errors)
+        if protocol == "tcmr" and joints == "mpii3d17" and video.get("valid_i") is None:
+            _warn_once(f"video '{name}' has no valid_i flags (MPI-INF-3DHP test frames): "
+                       "the tcmr protocol scores all its frames, TCMR only the valid "
+                       "ones.")  # fmt: skip
+        errors = score_video(apply_fn, video, body_model, window, protocol, joints)
+        if errors is None:
+            skipped.append(name)
+            continue
+        frames = errors.pop("frames")
+        scored = int(np.isfinite(errors["MPJPE"]).sum())
+        per_video[name] = {**metrics.summarize(errors), "frames": scored,
+                           "first_frame": int(frames[0]),
+                           "last_frame": int(frames[-1])}  # fmt: skip
         for k, v in errors.items():
             pooled.setdefault(k, []).append(v)
     if not per_video:
-        raise ValueError("evaluation found no videos in the dataset split.")
+        raise ValueError(f"evaluation found no video the '{protocol}' protocol scores (videos "
+                         f"need at least {window} frames).")  # fmt: skip
     overall = metrics.summarize({k: np.concatenate(v) for k, v in pooled.items()})
-    frames = int(sum(len(v) for v in pooled["MPJPE"]))
-    return {"overall": overall, "videos": per_video, "frames": frames, "protocol": protocol,
-            "joints": joints}  # fmt: skip
+    frames = int(sum(np.isfinite(v).sum() for v in pooled["MPJPE"]))
+    return {"overall": overall, "videos": per_video, "frames": frames, "skipped": skipped,
+            "protocol": protocol, "joints": joints}  # fmt: skip
+
+
+def table_row(results: dict) -> dict:
+    """The row of a results table: the overall metrics, the scored frames and, when the
+    results carry it ('params'), the model's parameter count."""
+    row = {**results["overall"], "Frames": results["frames"]}
+    if results.get("params") is not None:
+        row["Params"] = results["params"]
+    return row
 
 
 def write_results(results: dict, workdir: str, split: str, label: str) -> str:
-    """Writes workdir/eval/<split>.json and <split>.md; returns the markdown table."""
+    """Writes workdir/eval/<split>.json and <split>.md; returns the markdown table (the
+    metrics, the number of scored frames and the parameter count when `results` has one)."""
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, f"{split}.json"), "w") as f:
         json.dump(results, f, indent=1, allow_nan=True)
-    table = metrics.format_table({label: results["overall"]})
+    row = table_row(results)
+    columns = (*metrics.TABLE_COLUMNS, *(c for c in ("Frames", "Params") if c in row))
+    table = metrics.format_table({label: row}, columns)
     with open(os.path.join(out_dir, f"{split}.md"), "w") as f:
         f.write(table + "\n")
     return table

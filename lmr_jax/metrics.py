@@ -23,6 +23,8 @@ __all__ = [
     "accel_error",
     "accel_error_videos",
     "center_on_pelvis",
+    "TABLE_COLUMNS",
+    "format_params",
     "format_table",
     "mpjpe",
     "pa_mpjpe",
@@ -121,9 +123,10 @@ def pve(
 ) -> jnp.ndarray:
     """Per-vertex error in mm (mean Euclidean distance over all vertices).
 
-    Evaluation centres each mesh on the pelvis of its own joints, as for MPJPE: pass the pelvis
-    positions of the predicted and ground-truth joints and both meshes are translated by them
-    first.
+    Without pelvis positions this is VIBE's and TCMR's `compute_error_verts`
+    (lib/utils/eval_utils.py): the two meshes as the body model outputs them, no translation,
+    no re-centring (evaluation's 'PVE'). With the pelvis positions of the predicted and
+    ground-truth joints both meshes are translated by them first (evaluation's 'PVE-centred').
 
     Args:
         pred_verts: predicted vertices in metres, `[..., V, 3]`.
@@ -234,30 +237,43 @@ def summarize(per_frame: Mapping[str, np.ndarray]) -> dict[str, float]:
     return summary
 
 
+TABLE_COLUMNS = ("MPJPE", "PA-MPJPE", "PVE", "Accel")
+
+
+def format_params(count: int) -> str:
+    """A parameter count as a table shows it: '29.6M', '412.3k', '950'."""
+    if count >= 1e6:
+        return f"{count / 1e6:.1f}M"
+    return f"{count / 1e3:.1f}k" if count >= 1e3 else str(count)
+
+
 def format_table(
     rows: Mapping[str, Mapping[str, float]],
-    columns: Sequence[str] = ("MPJPE", "PA-MPJPE", "PVE", "Accel"),
+    columns: Sequence[str] = TABLE_COLUMNS,
 ) -> str:
     """Markdown table of summarised metrics, one row per method, one decimal.
 
     Args:
         rows: method name -> (metric name -> value), e.g. the output of `summarize`.
-        columns: metric names to show, in order. Missing or NaN values print as "-".
+        columns: metric names to show, in order. Missing or NaN values print as "-";
+            'Frames' prints as an integer and 'Params' as a parameter count ('29.6M').
 
     Returns:
         The table as a string, lines joined by newlines, no trailing newline.
     """
 
-    def cell(value: float | None) -> str:
+    def cell(value: float | None, column: str = "") -> str:
         if value is None or math.isnan(value):
             return "-"
-        return f"{value:.1f}"
+        if column == "Params":
+            return format_params(int(value))
+        return str(int(value)) if column == "Frames" else f"{value:.1f}"
 
     lines = [
         "| Method | " + " | ".join(columns) + " |",
         "|---|" + "---:|" * len(columns),
     ]
     for name, metrics in rows.items():
-        values = [cell(metrics.get(column)) for column in columns]
+        values = [cell(metrics.get(column), column) for column in columns]
         lines.append(f"| {name} | " + " | ".join(values) + " |")
     return "\n".join(lines)

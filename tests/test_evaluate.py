@@ -53,35 +53,62 @@ def oracle(video, offset=(0.0, 0.0, 0.0)):
     return apply
 
 
-@pytest.mark.parametrize("protocol", ["vibe", "tcmr"])
-@pytest.mark.parametrize("num_frames", [5, 16, 37])
-def test_every_frame_is_predicted_from_its_own_window(protocol, num_frames):
-    features = np.arange(num_frames, dtype=np.float32)[:, None]
-    apply = lambda windows: {"frame": np.asarray(windows[..., 0]).astype(int)}
-    pred = evaluate.predict_video(apply, features, 16, protocol, batch_size=4)
-    np.testing.assert_array_equal(pred["frame"], np.arange(num_frames))
+def windows_of(protocol, num_frames, window, valid=None, valid_i=None):
+    """{predicted frame: (window frames, scored)} of a frame plan."""
+    plan = evaluate.frame_plan(num_frames, window, protocol, valid, valid_i)
+    return {int(f): (tuple(plan.windows[w]), bool(s))
+            for f, w, s in zip(plan.frames, plan.window_of, plan.scored, strict=True)}  # fmt: skip
 
 
-def test_vibe_windows_cover_the_video_with_stride_t():
-    np.testing.assert_array_equal(evaluate.window_starts(37, 16, "vibe"), [0, 16, 21])
-    np.testing.assert_array_equal(evaluate.window_starts(32, 16, "vibe"), [0, 16])
-    np.testing.assert_array_equal(evaluate.window_starts(5, 16, "vibe"), [0])
-    np.testing.assert_array_equal(evaluate.window_starts(4, 16, "tcmr"), [0, 1, 2, 3])
+def test_vibe_scores_full_windows_only():
+    plan = windows_of("vibe", 37, 16)
+    assert sorted(plan) == list(range(32))  # frames 32..36 after the last full window: none
+    assert plan[20] == (tuple(range(16, 32)), True)
+    assert windows_of("vibe", 15, 16) == {}  # shorter than T: left out
+    # VIBE reads no flags.
+    assert windows_of("vibe", 8, 4, valid=np.zeros(8), valid_i=np.zeros(8)) == windows_of(
+        "vibe", 8, 4
+    )
+
+
+def test_tcmr_centres_a_window_on_every_frame_and_repeats_edge_frames():
+    plan = windows_of("tcmr", 7, 4)
+    assert sorted(plan) == list(range(7))
+    # T = 4: middle index 2; frames 2..5 centred, the first 2 and the last ceil(T/2) - 1 = 1
+    # from their frame repeated.
+    assert plan[0] == ((0, 0, 0, 0), True) and plan[1] == ((1, 1, 1, 1), True)
+    assert plan[2] == ((0, 1, 2, 3), True) and plan[5] == ((3, 4, 5, 6), True)
+    assert plan[6] == ((6,) * 4, True)
+    # `valid` removes frames before windowing (windows span the gap); `valid_i` only scores.
+    valid = np.array([1, 0, 1, 1, 1, 1, 1, 1])
+    valid_i = np.array([1, 1, 1, 0, 1, 1, 1, 1])
+    plan = windows_of("tcmr", 8, 4, valid, valid_i)
+    assert 1 not in plan and plan[3] == ((0, 2, 3, 4), False) and plan[4] == ((2, 3, 4, 5), True)
+    assert len(windows_of("tcmr", 5, 4, valid=np.array([1, 0, 1, 1, 1]))) == 4
+    assert windows_of("tcmr", 5, 4, valid=np.array([1, 0, 1, 0, 1])) == {}  # 3 valid < T
 
 
 def test_a_perfect_prediction_has_zero_error(body_model):
     video = make_video(body_model, 20)
     results = evaluate.evaluate_videos(oracle(video), [video], body_model, window=8)
-    for metric in ("MPJPE", "PA-MPJPE", "PVE", "Accel"):
+    for metric in ("MPJPE", "PA-MPJPE", "PVE", "PVE-centred", "Accel"):
         assert results["overall"][metric] == pytest.approx(0.0, abs=1e-3), metric
-    assert results["frames"] == 20
+    assert results["frames"] == 16  # two full windows of 8: VIBE leaves out the last 4
+    tcmr = evaluate.evaluate_videos(oracle(video), [video], body_model, 8, protocol="tcmr")
+    assert tcmr["frames"] == 20
 
 
-def test_a_constant_offset_is_removed_by_centring(body_model):
+def test_pve_is_vibes_uncentred_mesh_distance(body_model):
     video = make_video(body_model, 12)
-    results = evaluate.evaluate_videos(oracle(video, (0.1, -0.2, 0.3)), [video], body_model, 8)
+    offset = np.array([0.1, -0.2, 0.3])
+    results = evaluate.evaluate_videos(oracle(video, offset), [video], body_model, 8)
     assert results["overall"]["MPJPE"] == pytest.approx(0.0, abs=1e-3)
-    assert results["overall"]["PVE"] == pytest.approx(0.0, abs=1e-3)
+    assert results["overall"]["PVE-centred"] == pytest.approx(0.0, abs=1e-3)
+    # VIBE's compute_error_verts: mean over vertices of the distance, no centring.
+    pred, target = video["vertices"][:8] + offset, video["vertices"][:8]
+    vibe_pve = np.mean(np.sqrt(np.sum((target - pred) ** 2, axis=2)), axis=1) * 1000
+    assert results["overall"]["PVE"] == pytest.approx(vibe_pve.mean(), rel=1e-4)
+    assert results["overall"]["PVE"] == pytest.approx(1000 * np.linalg.norm(offset), rel=1e-4)
 
 
 def test_errors_in_millimetres_and_masked_frames(body_model):
@@ -103,13 +130,28 @@ def test_errors_in_millimetres_and_masked_frames(body_model):
     assert tcmr["overall"]["MPJPE"] == pytest.approx(10.0, abs=1e-2)
 
 
-def test_acceleration_never_spans_two_videos(body_model):
-    first, second = make_video(body_model, 10, "a"), make_video(body_model, 10, "b")
-    second["kp3d"][..., :3] += 5.0  # a jump that would show as acceleration across videos
-    apply = lambda w: oracle(first)(w) if w[0, 0, 1] == 0 else oracle(second)(w)
+def test_acceleration_error_through_evaluate_videos_never_spans_two_videos(body_model):
+    first, second = make_video(body_model, 12, "a"), make_video(body_model, 12, "b")
+    second["kp3d"][..., :3] *= 3.0  # a very different body: a jump across the boundary
     second["features"][:, 1] = 1.0
+
+    def apply(windows):  # the ground truth's joints scaled by 1.2 about the origin
+        video = first if windows[0, 0, 1] == 0 else second
+        out = oracle(video)(windows)
+        return {**out, "joints3d": out["joints3d"] * 1.2}
+
     results = evaluate.evaluate_videos(apply, [first, second], body_model, window=4)
-    assert results["overall"]["Accel"] == pytest.approx(0.0, abs=1e-3)
+    # The naive per-video second differences of the 12 scored (full-window) frames, on the
+    # mid-hips-centred 14 common joints.
+    errors = []
+    for video in (first, second):
+        gt = video["kp3d"][:12, 25:39, :3].astype(np.float64)
+        gt = gt - gt[:, 2:4].mean(1, keepdims=True)
+        accel = lambda j: j[:-2] - 2 * j[1:-1] + j[2:]
+        errors.append(np.linalg.norm(accel(1.2 * gt) - accel(gt), axis=-1).mean(-1))
+    want = 1000 * np.concatenate(errors).mean()
+    assert want > 1.0  # the prediction differs from the ground truth
+    assert results["overall"]["Accel"] == pytest.approx(want, rel=1e-4)
     assert set(results["videos"]) == {"a", "b"}
 
 
@@ -144,7 +186,7 @@ def test_h36m14_joints_are_regressed_from_the_predicted_vertices(body_model):
     assert h36m["joints"] == "h36m14"
     # Regression is linear and its rows sum to 1: the joints are scaled by 1.1 too. After
     # centring on the mid-hips each joint is off by 0.1 x its distance to the mid-hips.
-    centred = common - common[:, [2, 3]].mean(1, keepdims=True)
+    centred = common[:8] - common[:8, [2, 3]].mean(1, keepdims=True)  # one full window
     expected = 100.0 * np.linalg.norm(centred, axis=-1).mean()
     assert h36m["overall"]["MPJPE"] == pytest.approx(expected, rel=1e-4)
     assert h36m["overall"]["PA-MPJPE"] == pytest.approx(0.0, abs=1e-2)  # a similarity
@@ -186,10 +228,11 @@ def test_errors_do_not_depend_on_the_chunking(body_model, monkeypatch):
     video["has_smpl"][5:9] = 0
     apply = oracle(video, (0.0, 0.05, 0.0))
     noisy = lambda w: {**apply(w), "joints3d": apply(w)["joints3d"] * 1.05}
-    whole = evaluate.video_errors(evaluate.predict_video(noisy, video["features"], 8, "vibe"),
+    plan = evaluate.frame_plan(20, 8, "tcmr")  # every frame, in order
+    whole = evaluate.video_errors(evaluate.predict_frames(noisy, video["features"], plan),
                                   video, body_model)  # fmt: skip
     monkeypatch.setattr(evaluate, "CHUNK", 4)
-    chunked = evaluate.video_errors(evaluate.predict_video(noisy, video["features"], 8, "vibe"),
+    chunked = evaluate.video_errors(evaluate.predict_frames(noisy, video["features"], plan),
                                     video, body_model)  # fmt: skip
     for key in whole:
         np.testing.assert_allclose(whole[key], chunked[key], rtol=1e-5, atol=1e-3, err_msg=key)

@@ -12,37 +12,43 @@ from lmr_jax.models import smpl_outputs
 B, T = 1, 2
 
 
-def test_keypoint_2d_loss_is_confidence_weighted_over_visible_joints():
+def test_keypoint_2d_loss_averages_over_all_joints_missing_ones_included():
     pred = jnp.array([[[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]])
     gt = jnp.array([[[1.0, 0.0, 1.0], [1.0, 3.0, 0.5], [-5.0, -5.0, 0.0]]])  # joint 2 missing
-    # l1: joint 0 mean(|-1|, 0) * 1 = 0.5, joint 1 mean(0, 2) * 0.5 = 0.5; 2 visible joints.
-    np.testing.assert_allclose(losses.keypoint_2d_loss(pred, gt, "l1"), 0.5, rtol=1e-6)
-    # l2: joint 0 mean(1, 0) * 1 = 0.5, joint 1 mean(0, 4) * 0.5 = 1.0.
-    np.testing.assert_allclose(losses.keypoint_2d_loss(pred, gt, "l2"), 0.75, rtol=1e-6)
+    # l1: joint 0 mean(|-1|, 0) * 1 = 0.5, joint 1 mean(0, 2) * 0.5 = 0.5, joint 2 0; 3 joints.
+    np.testing.assert_allclose(losses.keypoint_2d_loss(pred, gt, "l1"), 1.0 / 3, rtol=1e-6)
+    # mse: joint 0 mean(1, 0) * 1 = 0.5, joint 1 mean(0, 4) * 0.5 = 1.0.
+    np.testing.assert_allclose(losses.keypoint_2d_loss(pred, gt, "mse"), 1.5 / 3, rtol=1e-6)
     nothing_visible = gt.at[..., 2].set(0.0)
     assert losses.keypoint_2d_loss(pred, nothing_visible, "l1") == 0.0
+    # The padding of a short video is neither an error nor a joint of the denominator.
+    two = jnp.stack([pred[0], pred[0] + 9.0]), jnp.stack([gt[0], gt[0]])
+    np.testing.assert_allclose(
+        losses.keypoint_2d_loss(*two, "l1", frames=jnp.array([1.0, 0.0])), 1.0 / 3, rtol=1e-6
+    )
 
 
-def test_keypoint_3d_loss_centres_on_the_pelvis_and_masks_frames():
-    gt = jnp.array([[[0.0, 0.0, 0.0, 1], [1.0, 0.0, 0.0, 1], [0.0, 2.0, 0.0, 1]]])
-    gt = jnp.stack([gt[0], gt[0] * 7.0])  # [2 frames, 3 joints, 4]
-    pred = gt[..., :3] + jnp.array([0.3, -0.2, 5.0])  # a translation only
-    has = jnp.array([1.0, 1.0])
-    assert losses.keypoint_3d_loss(pred, gt, has, "l1", None, (0,)) < 1e-6
-    # Move joint 2 of frame 0 by (0, 0, 0.6): one of 6 valid joints, mean over xyz 0.2.
-    moved = pred.at[0, 2, 2].add(0.6)
-    np.testing.assert_allclose(
-        losses.keypoint_3d_loss(moved, gt, has, "l1", None, (0,)), 0.2 / 6, rtol=1e-5
-    )
-    np.testing.assert_allclose(
-        losses.keypoint_3d_loss(moved, gt, has, "l2", None, (0,)), 0.12 / 6, rtol=1e-5
-    )
-    # Without 3D labels on frame 0 the error there does not count, and 3 joints remain.
-    garbage = moved.at[0].add(100.0 * jnp.arange(9.0).reshape(3, 3))
-    no_first = jnp.array([0.0, 1.0])
-    assert losses.keypoint_3d_loss(garbage, gt, no_first, "l1", None, (0,)) < 1e-6
-    # A joint with zero 3D confidence does not count either.
-    assert losses.keypoint_3d_loss(moved, gt.at[0, 2, 3].set(0.0), has, "l1", None, (0,)) < 1e-6
+def vibe_keypoint_loss(pred, gt):
+    """VIBE's VIBELoss.keypoint_loss (lib/core/loss.py), written out in numpy: conf times the
+    element-wise MSE, averaged over every element of [N, J, 2]."""
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    conf = gt[..., -1:]
+    return (conf * np.square(pred - gt[..., :-1])).mean()
+
+
+def test_2d_loss_equals_vibes_formula_and_does_not_depend_on_the_device_split():
+    rng = np.random.default_rng(0)
+    pred = rng.normal(size=(8, 3, 49, 2)).astype(np.float32)
+    gt = np.concatenate([rng.normal(size=(8, 3, 49, 2)), rng.uniform(size=(8, 3, 49, 1))], -1)
+    gt[:5, ..., 2] *= rng.uniform(size=(5, 3, 49)) > 0.7  # uneven visibility over devices
+    gt = gt.astype(np.float32)
+    want = vibe_keypoint_loss(pred, gt)
+    np.testing.assert_allclose(losses.keypoint_2d_loss(pred, gt, "mse"), want, rtol=1e-5)
+    per_device = jax.pmap(
+        lambda p, g: jax.lax.pmean(losses.keypoint_2d_loss(p, g, "mse", axis_name="d"), "d"),
+        axis_name="d",
+    )(pred[:, None], gt[:, None])
+    np.testing.assert_allclose(per_device, want, rtol=1e-5)
 
 
 def test_common14_selection_uses_the_mid_hips_and_ignores_other_joints():
@@ -70,19 +76,23 @@ def test_smpl_losses_compare_rotation_matrices_on_labelled_frames():
     gt_shape = jnp.zeros((2, 10))
     smpl_losses = jax.jit(losses.smpl_losses, static_argnums=5)
     only_first = jnp.array([1.0, 0.0])
-    pose, shape = smpl_losses(rotmats, betas, gt_pose, gt_shape, only_first, "l1")
-    assert pose < 1e-6 and shape == 0.0
+    terms = smpl_losses(rotmats, betas, gt_pose, gt_shape, only_first, "l1")
+    assert terms["pose"] < 1e-6 and terms["shape"] == 0.0
     only_second = jnp.array([0.0, 1.0])
-    pose, shape = smpl_losses(rotmats, betas, gt_pose, gt_shape, only_second, "l1")
+    terms = smpl_losses(rotmats, betas, gt_pose, gt_shape, only_second, "l1")
     diff = np.abs(np.asarray(rz) - np.eye(3)).sum()  # one joint of 24, 9 entries each
-    np.testing.assert_allclose(pose, diff / (24 * 9), rtol=1e-5)
-    np.testing.assert_allclose(shape, 2.0 / 10, rtol=1e-6)
-    pose, shape = smpl_losses(rotmats, betas, gt_pose, gt_shape, only_second, "l2")
+    np.testing.assert_allclose(terms["pose"], diff / (24 * 9), rtol=1e-5)
+    np.testing.assert_allclose(terms["shape"], 2.0 / 10, rtol=1e-6)
+    terms = smpl_losses(rotmats, betas, gt_pose, gt_shape, only_second, "mse")
     diff2 = np.square(np.asarray(rz) - np.eye(3)).sum()
-    np.testing.assert_allclose(pose, diff2 / (24 * 9), rtol=1e-5)
-    np.testing.assert_allclose(shape, 4.0 / 10, rtol=1e-6)
+    np.testing.assert_allclose(terms["pose"], diff2 / (24 * 9), rtol=1e-5)
+    np.testing.assert_allclose(terms["shape"], 4.0 / 10, rtol=1e-6)
+    # Eq. 2: one Euclidean norm over the frame's [R - R_gt, beta - beta_gt].
+    terms = smpl_losses(rotmats, betas, gt_pose, gt_shape, only_second, "euclidean")
+    assert set(terms) == {"smpl"}
+    np.testing.assert_allclose(terms["smpl"], np.sqrt(diff2 + 4.0), rtol=1e-5)
     none = jnp.zeros(2)
-    assert smpl_losses(rotmats, betas, gt_pose, gt_shape, none, "l1") == (0.0, 0.0)
+    assert smpl_losses(rotmats, betas, gt_pose, gt_shape, none, "l1") == {"pose": 0, "shape": 0}
 
 
 def _batch(rng, has_smpl, has_kp3d):
@@ -167,9 +177,66 @@ def test_gradients_are_finite_even_without_any_label(body, outputs):
     chex.assert_tree_all_finite(grads)
 
 
-def test_bad_loss_config_is_refused(body, outputs):
-    config = losses.default_loss_config()
-    config.norm = "huber"
-    with pytest.raises(ValueError, match="huber"):
+def vibe_loss(out, batch):
+    """VIBE's generator loss without its motion discriminator (lib/core/loss.py VIBELoss with
+    configs/config.yaml's weights), in numpy: 2D over every frame, 3D and SMPL over the frames
+    whose w_3d / w_smpl are set, all MSE."""
+    f64 = lambda x: np.asarray(x, np.float64).reshape(-1, *np.shape(x)[2:])
+    w_3d, w_smpl = f64(batch["has_kp3d"]) > 0, f64(batch["has_smpl"]) > 0
+    loss_2d = vibe_keypoint_loss(f64(out["kp2d"]), f64(batch["kp2d"])) * 300.0
+    pred_3d, real_3d = f64(out["joints3d"])[w_3d, 25:39], f64(batch["kp3d"])[w_3d, 25:39, :3]
+    pred_3d = pred_3d - (pred_3d[:, 2:3] + pred_3d[:, 3:4]) / 2
+    real_3d = real_3d - (real_3d[:, 2:3] + real_3d[:, 3:4]) / 2
+    loss_3d = np.square(pred_3d - real_3d).mean() * 300.0
+    gt_rotmats = f64(geometry.pose72_to_rotmats(batch["pose"]))[w_smpl]
+    loss_pose = np.square(f64(out["rotmats"])[w_smpl] - gt_rotmats).mean() * 60.0
+    loss_shape = np.square(f64(out["betas"])[w_smpl] - f64(batch["shape"])[w_smpl]).mean() * 0.06
+    return loss_2d + loss_3d + loss_pose + loss_shape
+
+
+def lmr_paper_loss(out, batch):
+    """Eq. 2-5 of the LMR paper with the lmr_paper preset's weights, in numpy: per-frame Euclidean
+    norm of the SMPL parameter difference, mean per-joint L1 norms of 3D (14 common joints,
+    confidence-weighted, mid-hips centred) and 2D (confidence-weighted, all joints)."""
+    f64 = lambda x: np.asarray(x, np.float64).reshape(-1, *np.shape(x)[2:])
+    w_3d, w_smpl = f64(batch["has_kp3d"]) > 0, f64(batch["has_smpl"]) > 0
+    gt2d = f64(batch["kp2d"])
+    l2d = (gt2d[..., 2] * np.abs(f64(out["kp2d"]) - gt2d[..., :2]).sum(-1)).mean()
+    pred3d, gt3d = f64(out["joints3d"])[w_3d, 25:39], f64(batch["kp3d"])[w_3d, 25:39]
+    centre = lambda j: j - j[:, 2:4].mean(1, keepdims=True)
+    per_joint = np.abs(centre(pred3d) - centre(gt3d[..., :3])).sum(-1)
+    l3d = (gt3d[..., 3] * per_joint).sum() / (gt3d[..., 3] > 0).sum()
+    gt_rotmats = f64(geometry.pose72_to_rotmats(batch["pose"]))[w_smpl]
+    d_pose = (f64(out["rotmats"])[w_smpl] - gt_rotmats).reshape(-1, 216)
+    d_shape = f64(out["betas"])[w_smpl] - f64(batch["shape"])[w_smpl]
+    l_smpl = np.linalg.norm(np.concatenate([d_pose, d_shape], -1), axis=-1).mean()
+    return 60.0 * l_smpl + 300.0 * l3d + 300.0 * l2d
+
+
+@pytest.mark.parametrize(("preset", "reference"), [("vibe", vibe_loss),
+                                                   ("lmr_paper", lmr_paper_loss)])  # fmt: skip
+def test_presets_compute_the_published_losses(body, outputs, preset, reference):
+    out, _, _ = outputs
+    batch = _batch(np.random.default_rng(6), [1, 0], [1, 1])
+    batch["kp3d"] = batch["kp3d"].at[0, 1, 30, 3].set(0.0)  # VIBE ignores 3D confidences
+    batch["kp2d"] = batch["kp2d"].at[0, 0, :20, 2].set(0.0)  # missing 2D joints count as 0
+    config = losses.default_loss_config(preset)
+    total, _ = jax.jit(lambda o: losses.compute_losses(o, batch, config, body))(out)
+    np.testing.assert_allclose(total, reference(out, batch), rtol=1e-4)
+
+
+def test_a_field_overrides_its_preset_and_bad_values_are_refused(body, outputs):
+    config = losses.default_loss_config("vibe")
+    assert losses.resolve(config).w_2d == 300.0 and losses.resolve(config).param_norm == "mse"
+    config.w_2d = 10.0
+    settings = losses.resolve(config)
+    assert (settings.w_2d, settings.w_3d, settings.keypoint_norm) == (10.0, 300.0, "mse")
+    bad = losses.default_loss_config("vibe")
+    bad.param_norm = "huber"
+    with pytest.raises(ValueError, match="loss.param_norm is 'huber'"):
         losses.compute_losses(outputs[0], _batch(np.random.default_rng(5), [1, 1], [1, 1]),
-                              config, body)  # fmt: skip
+                              bad, body)  # fmt: skip
+    unknown = losses.default_loss_config("vibe")
+    unknown.preset = "spin"
+    with pytest.raises(ValueError, match="loss.preset is 'spin'"):
+        losses.resolve(unknown)

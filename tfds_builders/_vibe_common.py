@@ -31,8 +31,12 @@ class VibeFormatBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
     CITATIONS.bib. A split whose file is absent is left out (at least one must be there).
     """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "has_kp3d / has_smpl no longer masked by the file's valid flags; the flags "
+        "are kept as the fields valid and valid_i (metadata file_flags: which the file had).",
+    }
     SOURCES: tuple[vibe_format.SplitSource, ...] = ()
     HOMEPAGE = ""
 
@@ -48,7 +52,7 @@ class VibeFormatBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=schema.tfds_features(vibe_format.FEATURE_DIM),
+            features=schema.tfds_features(vibe_format.FEATURE_DIM, file_flags=True),
             metadata=tfds.core.MetadataDict(
                 layout=schema.LAYOUT,
                 feature_dim=vibe_format.FEATURE_DIM,
@@ -85,9 +89,11 @@ class VibeFormatBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
 
     def _generate_examples(self, path: str, source: vibe_format.SplitSource):
         label = f"{self.name}:{source.split} ({os.path.basename(path)})"
-        lengths = []
-        for index, example in enumerate(vibe_format.iter_videos(path, source, label)):
+        lengths, flags = [], []
+        for index, example in enumerate(vibe_format.iter_videos(path, source, label, flags)):
             lengths.append(int(example["features"].shape[0]))
             yield index, example
         # Readers cut windows without decoding every video first.
         self.info.metadata.setdefault("num_frames", {})[source.split] = lengths
+        # The flags the file really had (the fields hold ones for the others).
+        self.info.metadata.setdefault("file_flags", {})[source.split] = flags

@@ -62,6 +62,7 @@ class DatasetSpec:
       weight: relative share of this dataset's windows in the mixture.
       stride: frames between consecutive window starts (None: half the window).
       window: window length T for this dataset (None: the pipeline's).
+      tail: an extra window per video ending at its last frame (see `window_index`).
     """
 
     name: str
@@ -70,6 +71,7 @@ class DatasetSpec:
     weight: float = 1.0
     stride: int | None = None
     window: int | None = None
+    tail: bool = True
 
     @property
     def label(self) -> str:
@@ -123,6 +125,8 @@ class _Source:
         dim = info.features["features"].shape[-1]
         self.feature_dim = int(dim) if dim else int(self.data_source[0]["features"].shape[-1])
         self.lengths = self._lengths(metadata.get("num_frames", {}).get(spec.split))
+        # The source file's flags (schema.FILE_FLAGS) that the split really has.
+        self.file_flags = tuple(metadata.get("file_flags", {}).get(spec.split.split("[")[0], ()))
 
     def _lengths(self, recorded) -> np.ndarray:
         """Frames per video: from the metadata when the builder recorded them, else a scan."""
@@ -174,19 +178,23 @@ def _open(spec: DatasetSpec) -> _Source:
 
 def open_dataset(spec: DatasetSpec) -> _Source:
     """Opens (and caches per process) a dataset split; raises DatasetError if unusable."""
-    return _open(dataclasses.replace(spec, weight=1.0, stride=None, window=None))
+    return _open(dataclasses.replace(spec, weight=1.0, stride=None, window=None, tail=True))
 
 
-def window_index(lengths: Sequence[int], window: int, stride: int) -> np.ndarray:
+def window_index(lengths: Sequence[int], window: int, stride: int, tail: bool = True) -> np.ndarray:
     """Start positions of the windows of every video.
 
-    Windows start every `stride` frames; a final window is added so that the last frames of
-    each video are covered; a video shorter than `window` gives one (padded) window.
+    Windows start every `stride` frames. With `tail`, a final window is added so that the last
+    frames of each video are covered, and a video shorter than `window` gives one (padded)
+    window. Without it the windows are VIBE's (`split_into_chunks`, lib/data_utils/img_utils.py:
+    `view_as_windows(indexes, (seqlen,), step=stride)`, videos shorter than T skipped): full
+    windows only, the frames after the last one unused.
 
     Args:
       lengths: frames per video.
       window: T.
       stride: frames between window starts.
+      tail: add the tail window (and the padded window of a short video).
 
     Returns:
       [W, 2] int64 (video index, start frame).
@@ -195,9 +203,11 @@ def window_index(lengths: Sequence[int], window: int, stride: int) -> np.ndarray
         raise ValueError(f"window ({window}) and stride ({stride}) must be positive.")
     rows = []
     for video, length in enumerate(lengths):
+        if not tail and int(length) < window:
+            continue
         last = max(int(length) - window, 0)
         starts = list(range(0, last + 1, stride))
-        if starts[-1] != last:
+        if tail and starts[-1] != last:
             starts.append(last)
         rows.extend((video, s) for s in starts)
     return np.asarray(rows, np.int64).reshape(-1, 2)
@@ -287,7 +297,11 @@ def train_dataset(
     parts = []
     for k, (spec, source) in enumerate(zip(specs, sources, strict=True)):
         t = spec.window or window
-        index = window_index(source.lengths, t, spec.stride or max(1, t // 2))
+        index = window_index(source.lengths, t, spec.stride or max(1, t // 2), spec.tail)
+        if not len(index):
+            raise DatasetError(f"dataset '{spec.label}' has no video of at least {t} "
+                               "frames, expected one (without tail windows every window "
+                               "is full).")  # fmt: skip
         rows = np.concatenate([np.full((len(index), 1), k), index], axis=1)
         part = grain.MapDataset.source(rows).shuffle(seed=_shuffle_seed(seed, k)).repeat()
         parts.append(part)
@@ -329,12 +343,14 @@ def eval_videos(
 
     Yields:
       Dicts with the schema's arrays of one video ([N, ...]: features, kp2d, kp3d, pose,
-      shape, cam, has_smpl, has_kp3d, frame_ids) and 'vid_name' (str).
+      shape, cam, has_smpl, has_kp3d, frame_ids), 'vid_name' (str) and the source file's
+      flags `valid` / `valid_i` [N] that the split has (see schema.FILE_FLAGS).
     """
     source = open_dataset(spec)
     for index in range(process_index, len(source.data_source), process_count):
         example = source.read(index)
         video = {field: np.asarray(example[field]) for field in FIELDS}
+        video.update({f: np.asarray(example[f]) for f in source.file_flags if f in example})
         name = example["vid_name"]
         video["vid_name"] = name.decode() if isinstance(name, bytes) else str(name)
         yield video

@@ -10,6 +10,11 @@
 - `has_kp3d`  [N] float32: 1 where kp3d is a label, else 0.
 - `frame_ids` [N] int32: frame numbers in the source video.
 - `vid_name`  text: the video's name.
+- `valid`, `valid_i` [N] float32, optional (VIBE-format datasets only): the per-frame flags of
+  the source file, under the file's own key names (3DPW's `valid` is its `campose_valid`,
+  MPI-INF-3DHP's `valid_i` its test set's `valid_frame`); 1 where the file has none. They do
+  not mask the labels (VIBE trains and evaluates on every frame); the 'tcmr' evaluation
+  protocol uses them as TCMR does (lmr_jax/evaluate.py).
 
 J is the joint count of the dataset's layout, whose name is in the dataset metadata
 (`info.metadata['layout']`, 'vibe49' for every dataset we build). Missing labels are zeros with
@@ -39,6 +44,7 @@ FIELDS: dict[str, tuple[tuple, np.dtype]] = {
 }
 TEXT_FIELDS = ("vid_name",)
 FLAG_FIELDS = ("has_smpl", "has_kp3d")
+FILE_FLAGS = ("valid", "valid_i")  # optional [N] float32 0/1 flags of a source file
 
 
 class DatasetError(ValueError):
@@ -100,7 +106,13 @@ def validate_example(
         if dtype.kind == "f" and not np.all(np.isfinite(array)):
             frame = int(np.argwhere(~np.isfinite(array.reshape(num, -1)))[0, 0])
             fail(field, f"holds NaN or inf (first at frame {frame})")
-    for field in FLAG_FIELDS:
+    for field in FILE_FLAGS:
+        if field in example:
+            array = np.asarray(example[field])
+            if array.shape != (num,) or array.dtype != np.float32:
+                fail(field, f"has shape {_shape_str(array.shape)} and dtype {array.dtype}, "
+                            f"expected [{num}] float32")  # fmt: skip
+    for field in (*FLAG_FIELDS, *(f for f in FILE_FLAGS if f in example)):
         if not np.all((example[field] == 0) | (example[field] == 1)):
             fail(field, "holds values other than 0 and 1")
     for field in ("kp2d", "kp3d"):
@@ -121,12 +133,13 @@ def empty_labels(num_frames: int, layout: str = LAYOUT) -> dict[str, np.ndarray]
     return out
 
 
-def tfds_features(feature_dim: int, layout: str = LAYOUT):
+def tfds_features(feature_dim: int, layout: str = LAYOUT, file_flags: bool = False):
     """The `tfds.features.FeaturesDict` of the schema (Tensor and Text only: no TensorFlow).
 
     Args:
       feature_dim: D.
       layout: the joint layout (its joint count fixes J).
+      file_flags: add the optional `FILE_FLAGS` fields (VIBE-format datasets).
 
     Returns:
       A FeaturesDict for a dataset builder's `_info`.
@@ -142,4 +155,6 @@ def tfds_features(feature_dim: int, layout: str = LAYOUT):
         for field, (tail, dtype) in FIELDS.items()
     }
     spec["vid_name"] = tfds.features.Text()
+    for field in FILE_FLAGS if file_flags else ():
+        spec[field] = tfds.features.Tensor(shape=(None,), dtype=np.float32)
     return tfds.features.FeaturesDict(spec)

@@ -12,8 +12,10 @@ the `vibe49` layout:
   y' = (y - cy) / (0.6 h)); InstaVariety's are pixels of a 224 crop: x' = x / 112 - 1.
 - Joints go to vibe49 slots by a per-source table (`*_TO_VIBE49`, -1 = dropped); other slots
   stay at zero with confidence 0. 3D joints get confidence 1 on the slots a source labels.
-- `has_kp3d` / `has_smpl` are 1 on labelled frames, times the file's `valid` / `valid_i` flag;
-  SMPL labels count only where the pose row is not all zero (TCMR's Human3.6M files hold zeros).
+- `has_kp3d` / `has_smpl` are 1 on labelled frames (every frame of a 3D file: VIBE's
+  Dataset3D sets `w_3d` to 1 whatever the flags); SMPL labels count only where the pose row is
+  not all zero (TCMR's Human3.6M files hold zeros). The file's `valid` / `valid_i` flags are
+  kept as the schema's optional fields of the same names (1 when the file has none).
 
 The key table of every dataset, with the VIBE/TCMR code it was read from, is
 tfds_builders/VIBE_FORMAT.md. Every problem raises `schema.DatasetError` in one sentence naming
@@ -23,6 +25,7 @@ the file, the key, the video and the expected shape.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import mmap
 import os
 import re
@@ -64,7 +67,8 @@ class SplitSource:
       joints3d: the same for `joints3D` [N, J, 3] (metres), or None for a 2D-only source.
       keypoints: 'bbox' (original pixels, cropped by `bbox`) or 'crop224' (224-crop pixels).
       smpl: 'required' (`pose`, `shape` must be there), 'optional' (used when present) or None.
-      valid_key: a per-frame 0/1 key that masks the 3D and SMPL labels when present.
+      valid_key: a per-frame 0/1 key of the file (`schema.FILE_FLAGS`), copied to the example
+        under its own name when present.
     """
 
     split: str
@@ -320,29 +324,37 @@ def convert_video(rows: dict[str, np.ndarray], source: SplitSource, name: str) -
     crop = rows["bbox"] if source.keypoints == "bbox" else None
     example["kp2d"] = to_vibe49(normalize_keypoints(joints2d, crop),
                                 source.joints2d[joints2d.shape[1]])  # fmt: skip
-    valid = np.ones(num, np.float32)
-    if source.valid_key and source.valid_key in rows:
-        valid = (np.asarray(rows[source.valid_key]).reshape(num, -1)[:, 0] > 0).astype(np.float32)
+    for flag in schema.FILE_FLAGS:
+        example[flag] = np.ones(num, np.float32)
+        if flag == source.valid_key and flag in rows:
+            values = np.asarray(rows[flag]).reshape(num, -1)[:, 0]
+            example[flag] = (values > 0).astype(np.float32)
     if source.joints3d is not None:
         joints3d = np.asarray(rows["joints3D"], np.float32)
         labelled = np.concatenate([joints3d, np.ones_like(joints3d[..., :1])], axis=-1)
         example["kp3d"] = to_vibe49(labelled, source.joints3d[joints3d.shape[1]])
-        example["has_kp3d"] = valid
+        example["has_kp3d"] = np.ones(num, np.float32)
     if source.smpl and "pose" in rows and "shape" in rows:
         example["pose"] = np.asarray(rows["pose"], np.float32)
         example["shape"] = np.asarray(rows["shape"], np.float32)
-        annotated = np.any(example["pose"] != 0, axis=1).astype(np.float32)
-        example["has_smpl"] = annotated * valid
+        example["has_smpl"] = np.any(example["pose"] != 0, axis=1).astype(np.float32)
     return example
 
 
-def iter_videos(path: str, source: SplitSource, dataset_name: str | None = None) -> Iterator[dict]:
+def iter_videos(
+    path: str,
+    source: SplitSource,
+    dataset_name: str | None = None,
+    found_flags: list | None = None,
+) -> Iterator[dict]:
     """Streams the videos of one source file as validated schema examples.
 
     Args:
       path: the `*_db.pt` or `.h5` file.
       source: how its keys map to the schema.
       dataset_name: names the dataset in schema errors (default: the file name).
+      found_flags: if given, the `schema.FILE_FLAGS` keys the file has are appended to it; a
+        flag the source expects (`valid_key`) but the file lacks is warned about.
 
     Yields:
       One example dict per run of equal `vid_name`, in file order. A name that comes back in
@@ -355,6 +367,16 @@ def iter_videos(path: str, source: SplitSource, dataset_name: str | None = None)
     arrays = SourceArrays(path)
     try:
         check_arrays(arrays, source)
+        flags = [k for k in schema.FILE_FLAGS if k == source.valid_key and k in arrays.keys]
+        if source.valid_key and not flags:
+            logging.warning(
+                "file '%s' has no key '%s': every frame counts as valid (the "
+                "'tcmr' evaluation protocol uses it).",
+                arrays.name,
+                source.valid_key,
+            )
+        if found_flags is not None:
+            found_flags.extend(flags)
         keys = [k for k in source.expected_shapes() if k in arrays.keys]
         keys += [k for k in ("img_name",) if k in arrays.keys and "frame_id" not in keys]
         label = dataset_name or arrays.name

@@ -51,6 +51,17 @@ def test_window_index_covers_every_frame():
         window_index([10], window=16, stride=0)
 
 
+def test_window_index_without_tail_windows_is_vibes_split_into_chunks():
+    index = window_index(LENGTHS_3D, window=16, stride=8, tail=False)
+    # VIBE: videos shorter than T skipped, view_as_windows(step=stride) full windows only.
+    want = []
+    for video, length in enumerate(LENGTHS_3D):
+        if length >= 16:
+            starts = np.lib.stride_tricks.sliding_window_view(np.arange(length), 16)[::8, 0]
+            want += [(video, int(s)) for s in starts]
+    assert [tuple(r) for r in index] == want == [(1, 0), (2, 0), (2, 8), (2, 16), (3, 0)]
+
+
 def test_short_video_is_padded_with_a_valid_mask():
     window = pipeline.cut_window(make_video(5, value=1), 0, 16)
     np.testing.assert_array_equal(window["valid"], [1] * 5 + [0] * 11)

@@ -121,12 +121,18 @@ def test_joint_layout_mapping(built):
 def test_label_flags(built):
     data_dir, sources = built
     pw = _videos(data_dir, "threedpw", "validation")[0]
-    np.testing.assert_array_equal(pw["has_kp3d"], [1, 0, 1, 1, 1, 1])  # `valid` is 0 on frame 1
+    # Every frame is labelled (VIBE's w_3d, w_smpl are 1); the file's `valid` (0 on frame 1)
+    # is kept as it is, and the absent `valid_i` reads as ones.
+    np.testing.assert_array_equal(pw["has_kp3d"], np.ones(6))
     np.testing.assert_array_equal(pw["has_smpl"], pw["has_kp3d"])
+    np.testing.assert_array_equal(pw["valid"], [1, 0, 1, 1, 1, 1])
+    np.testing.assert_array_equal(pw["valid_i"], np.ones(6))
     np.testing.assert_array_equal(pw["pose"], sources["threedpw"]["validation"]["pose"][:6])
     np.testing.assert_array_equal(pw["shape"], sources["threedpw"]["validation"]["shape"][:6])
     mpi = _videos(data_dir, "mpi_inf_3dhp", "validation")[0]
-    np.testing.assert_array_equal(mpi["has_kp3d"], [1, 1, 0, 1, 1, 1])  # `valid_i`
+    np.testing.assert_array_equal(mpi["has_kp3d"], np.ones(6))
+    np.testing.assert_array_equal(mpi["valid_i"], [1, 1, 0, 1, 1, 1])
+    assert mpi["valid"].all()
     assert not mpi["has_smpl"].any() and not mpi["pose"].any()
     h36m = _videos(data_dir, "human36m", "train")
     np.testing.assert_array_equal(h36m[0]["has_smpl"], [1, 0, 0, 0, 0, 0])  # zero pose rows
