@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from lmr_jax import checkpoints, train
+from lmr_jax import checkpoints, losses, train
 from lmr_jax import config as config_lib
 from lmr_jax import optim as optim_lib
 from tests.data.vibe_files import VIDEOS, build_small_datasets
@@ -81,14 +81,17 @@ def test_experiment_files_give_vibes_setting(name):
     assert config.optim.schedule == "plateau" and config.optim.plateau_patience == 5
     assert (config.optim.plateau_factor, config.optim.plateau_metric) == (0.1, "PA-MPJPE")
     assert config.optim.grad_clip == 0 and config.optim.weight_decay == 0
-    loss = config.loss
-    assert (loss.norm, loss.w_2d, loss.w_3d, loss.w_pose, loss.w_shape) == (
-        "l2", 300.0, 300.0, 60.0, 0.06)  # fmt: skip
+    loss = losses.resolve(config.loss)
+    assert config.loss.preset == "vibe"
+    assert (loss.param_norm, loss.keypoint_norm, loss.kp3d_confidence) == ("mse", "mse", False)
+    assert (loss.w_2d, loss.w_3d, loss.w_pose, loss.w_shape) == (300.0, 300.0, 60.0, 0.06)
     groups = {d.name: (d.group, d.stride) for d in config.data.train.values()}
+    # VIBE's overlaps: 3DPW 0 (threedpw.py's is_train = False), MPI-INF-3DHP and Insta 0.
     assert groups == {
         "insta_variety": ("2d", 16), "posetrack": ("2d", 4), "pennaction": ("2d", 4),
-        "threedpw": ("3d", 4), "mpi_inf_3dhp": ("3d", 16), "human36m": ("3d", 4),
+        "threedpw": ("3d", 16), "mpi_inf_3dhp": ("3d", 16), "human36m": ("3d", 4),
     }  # fmt: skip
+    assert config.data.tail_window is False  # VIBE's split_into_chunks has no tail window
     assert config.data.ratio_2d == 0.6
     assert (config.data.validation.name, config.data.validation.joints) == ("threedpw", "h36m14")
     assert config_lib.eval_sets(config) == {"3dpw": config_lib.EVAL_SETS["3dpw"]}
@@ -105,6 +108,10 @@ def test_eval_sets_name_the_papers_test_sets():
     config.eval.sets = "3dpw, mpi_inf_3dhp,human36m"
     sets = config_lib.eval_sets(config)
     assert list(sets) == ["3dpw", "mpi_inf_3dhp", "human36m"]
+    # VIBE scores MPI-INF-3DHP on the 14 J_regressor_h36m joints, TCMR on its 17 test joints.
+    assert sets["mpi_inf_3dhp"] == config_lib.EvalSet("mpi_inf_3dhp", "validation", "h36m14")
+    config.eval.protocol = "tcmr"
+    sets = config_lib.eval_sets(config)
     assert sets["mpi_inf_3dhp"] == config_lib.EvalSet("mpi_inf_3dhp", "validation", "mpii3d17")
     assert sets["human36m"] == config_lib.EvalSet("human36m", "test", "h36m14")
     config.eval.sets = ""
@@ -174,8 +181,10 @@ def test_smoke_run_on_the_vibe_mixture_evaluates_3dpw_test(smoke_run):
     assert list(results) == ["3dpw"]
     test = results["3dpw"]
     assert (test["joints"], test["protocol"]) == ("h36m14", "vibe")
-    assert test["frames"] == sum(length for _, length in VIDEOS)
-    assert set(test["videos"]) == {"video_a", "video_b"}
+    # T = 6 under VIBE's protocol: video_a (6 frames) is one window, video_b (4) is too short.
+    assert [length for _, length in VIDEOS] == [6, 4]
+    assert test["frames"] == 6 and test["skipped"] == ["video_b"]
+    assert set(test["videos"]) == {"video_a"}
     assert all(np.isfinite(v) for v in test["overall"].values()), test["overall"]
     saved = json.loads((workdir / "eval" / "3dpw.json").read_text())
     assert saved["overall"] == pytest.approx(test["overall"])
