@@ -4,8 +4,9 @@
 
 Splits: train (subjects S1-S8) and validation (the test set TS1-TS6, which VIBE and TCMR
 evaluate on). Labels: 2D and 3D joints of the 17 motion-capture joints in the vibe49 layout
-(3D in metres, centred on the MPII pelvis, slot 39); no SMPL. Validation frames with
-`valid_i` = 0 keep their arrays with has_kp3d = 0. See tfds_builders/VIBE_FORMAT.md.
+(3D in metres, centred on the MPII pelvis, slot 39); no SMPL. Every frame is labelled
+(has_kp3d = 1); the validation file's `valid_i` is kept as the field `valid_i`, which the
+'tcmr' protocol scores by (a file without it is warned about). See tfds_builders/VIBE_FORMAT.md.
 """
 
 from __future__ import annotations

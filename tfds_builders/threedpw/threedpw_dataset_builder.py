@@ -5,8 +5,9 @@
 Splits: train, validation, test (each built when its file is in DIR). Labels: 2D keypoints (the
 14 common joints), 3D joints (14 through J_regressor_h36m in the validation and test files, 49
 SMPL-derived joints in train), SMPL pose (global orientation in the camera frame) and shape;
-frames whose camera pose is not valid (`valid` = 0) keep their arrays with has_kp3d = has_smpl
-= 0. See tfds_builders/VIBE_FORMAT.md for the key table and its sources.
+every frame is labelled (has_kp3d = has_smpl = 1, as VIBE trains); the file's `valid` flag
+(camera pose valid) is kept as the field `valid`, which the 'tcmr' protocol uses. See
+tfds_builders/VIBE_FORMAT.md for the key table and its sources.
 """
 
 from __future__ import annotations
