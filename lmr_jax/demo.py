@@ -7,10 +7,11 @@ Steps (each prints what it did):
   1. builds synthetic_motion/small (TFDS, array_record) unless it is already there;
   2. trains each model with its experiment's `cpu` variant (a few minutes each on 2 cores) and
      evaluates it on the test split (workdirs under --out_dir; a finished run is not redone);
-  3. prints one comparison table (MPJPE, PA-MPJPE, PVE, Accel in mm) and writes it to
-     results.md, with each run's training curves (plots/curves.png) and LMR's pictures of a
-     test video: ground truth above the prediction with the 2D keypoints and the per-frame
-     error under the frames (test_video.png, and test_video.gif of the whole video).
+  3. prints one comparison table (MPJPE, PA-MPJPE, PVE, Accel in mm, the scored frames and
+     the parameter counts) and writes it to results.md, with each run's training curves
+     (plots/curves.png) and LMR's pictures of a test video: ground truth above the prediction
+     with the 2D keypoints and the per-frame error under the frames (test_video.png, and
+     test_video.gif of the whole video).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from lmr_jax import checkpoints, metrics, train, visualize
+from lmr_jax import checkpoints, evaluate, train, visualize
 from lmr_jax import config as config_lib
 from lmr_jax.data import build, pipeline
 
@@ -65,7 +66,7 @@ def test_video_pictures(config, workdir: str, path: str, num_frames: int = 6) ->
     keypoints and the per-frame MPJPE under the frames: a PNG at `path` and a GIF beside it.
 
     The whole video is predicted as `lmr-predict` does (overlapping windows, stitched)."""
-    from lmr_jax import evaluate, geometry, models, predict, smpl
+    from lmr_jax import geometry, models, predict, smpl
 
     body_model = smpl.resolve(config.smpl_path or None)
     model = models.build_model(config.model, body_model)
@@ -110,10 +111,10 @@ def main(argv):
         if _STEPS.value:
             config.train.num_steps = _STEPS.value
         workdir = os.path.join(out_dir, label.lower().replace(" ", "_").replace("-", "_"))
-        rows[label] = run_model(label, config, workdir)["overall"]
+        rows[label] = run_model(label, config, workdir)
         configs[label] = (config, workdir)
 
-    table = metrics.format_table(rows)
+    table = evaluate.results_table(rows)
     print(f"\n[3] test split of {DATASET} ({configs['LMR'][0].eval.protocol} protocol, mm):")
     print(table)
     with open(os.path.join(out_dir, "results.md"), "w") as f:

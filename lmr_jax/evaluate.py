@@ -374,25 +374,25 @@ def evaluate_videos(
             "protocol": protocol, "joints": joints}  # fmt: skip
 
 
-def table_row(results: dict) -> dict:
-    """The row of a results table: the overall metrics, the scored frames and, when the
-    results carry it ('params'), the model's parameter count."""
-    row = {**results["overall"], "Frames": results["frames"]}
-    if results.get("params") is not None:
-        row["Params"] = results["params"]
-    return row
+def results_table(runs: dict[str, dict]) -> str:
+    """The markdown table of several runs' results (label -> `evaluate_videos` results): the
+    metrics, the number of scored frames and, when every run carries one ('params'), the
+    model's parameter count."""
+    rows = {label: {**r["overall"], "Frames": r["frames"], "Params": r.get("params")}
+            for label, r in runs.items()}  # fmt: skip
+    with_params = all(row["Params"] is not None for row in rows.values())
+    columns = (*metrics.TABLE_COLUMNS, "Frames", *(("Params",) if with_params else ()))
+    return metrics.format_table(rows, columns)
 
 
 def write_results(results: dict, workdir: str, split: str, label: str) -> str:
-    """Writes workdir/eval/<split>.json and <split>.md; returns the markdown table (the
-    metrics, the number of scored frames and the parameter count when `results` has one)."""
+    """Writes workdir/eval/<split>.json and <split>.md; returns the markdown table
+    (`results_table` of this one run)."""
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, f"{split}.json"), "w") as f:
         json.dump(results, f, indent=1, allow_nan=True)
-    row = table_row(results)
-    columns = (*metrics.TABLE_COLUMNS, *(c for c in ("Frames", "Params") if c in row))
-    table = metrics.format_table({label: row}, columns)
+    table = results_table({label: results})
     with open(os.path.join(out_dir, f"{split}.md"), "w") as f:
         f.write(table + "\n")
     return table

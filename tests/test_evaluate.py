@@ -161,6 +161,12 @@ def test_write_results(tmp_path, body_model):
     table = evaluate.write_results(results, str(tmp_path), "test", "lmr")
     assert "| lmr |" in table and (tmp_path / "eval" / "test.json").exists()
     assert (tmp_path / "eval" / "test.md").read_text().startswith("|")
+    assert table.splitlines()[0].endswith("| Accel | Frames |")  # no parameter count given
+    assert table.splitlines()[2].endswith("| 4 |")  # one full window of 4 scored
+    table = evaluate.results_table({"lmr": {**results, "params": 29_612_345},
+                                    "hmr": {**results, "params": 950}})  # fmt: skip
+    assert table.splitlines()[0].endswith("| Frames | Params |")
+    assert table.splitlines()[2].endswith("| 4 | 29.6M |") and table.endswith("| 4 | 950 |")
 
 
 def with_h36m_labels(body_model, video):
