@@ -213,6 +213,8 @@ class LMR(nn.Module):
       num_iterations: V.
       camera: 'rnn' (a GRU over time) or 'dense' (per-frame hidden layer, static cameras).
       single_rnn, no_root_dependency: the paper's ablations.
+      single_rnn_hidden_size: width of the `single_rnn` pose GRU (0: hidden_size); a wider one
+        holds as many parameters as LMR's six pose GRUs (models.matched_single_rnn_width).
       parts: the part table, root first.
       head_init: 'small' or 'zeros'.
       joint_layout: layout of the `joints3d` / `kp2d` outputs.
@@ -231,6 +233,7 @@ class LMR(nn.Module):
     camera: str = "rnn"
     single_rnn: bool = False
     no_root_dependency: bool = False
+    single_rnn_hidden_size: int = 0
     parts: PartTable = DEFAULT_PARTS
     head_init: str = "small"
     joint_layout: str = "vibe49"
@@ -249,8 +252,9 @@ class LMR(nn.Module):
     def _pose_module(self) -> nn.Module:
         """The pose recurrences: root + stacked children, or one GRU (`single_rnn`)."""
         if self.single_rnn:
+            width = self.single_rnn_hidden_size or self.hidden_size
             return SingleRecurrence(
-                self.hidden_size, head_init=self.head_init, name="pose", **self._rnn_options()
+                width, head_init=self.head_init, name="pose", **self._rnn_options()
             )
         return PartRecurrences(
             self.hidden_size,

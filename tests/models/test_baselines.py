@@ -11,6 +11,7 @@ from lmr_jax.models import (
     MeanParams,
     TemporalEncoder,
     build_model,
+    count_params,
     default_model_config,
 )
 from tests.models.small_models import (
@@ -67,7 +68,7 @@ def test_hmr_regressor_is_per_frame():
 def test_vibe_parameter_count_at_paper_size():
     model = build_model(default_model_config("vibe"), body_model())
     shapes = jax.eval_shape(model.init, key(0), jnp.zeros((1, 2, 2048)))
-    count = sum(np.prod(a.shape) for a in jax.tree.leaves(shapes))
+    count = count_params(shapes)
     gru = 3 * 1024 * (2048 + 1024) + 6 * 1024 + 3 * 1024 * (1024 + 1024) + 6 * 1024
     linear = 1024 * 2048 + 2048
     regressor = (2048 + 157) * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 157 + 157
