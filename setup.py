@@ -13,7 +13,9 @@ setup(
     package_data={"tfds_builders": ["*/README.md", "*/CITATIONS.bib", "*/*.txt"]},
     install_requires=[
         # The user's list.
-        "jax>=0.4.35",
+        # pmap takes the train state unreplicated (in_axes=None) without copying it from 0.8.
+        "jax>=0.8",
+        "jaxlib>=0.8",
         "flax>=0.10",
         "optax",
         "orbax-checkpoint",

@@ -1,6 +1,7 @@
 """Checkpoints of a training run: one Orbax CheckpointManager in workdir/checkpoints holding
 the train state, the grain iterator state and the config fields a checkpoint must match; the
-params of any step restore on any topology (number of processes and devices).
+params of any step restore on any topology (number of processes and devices). The parameters
+of the best validation so far are kept in workdir/best (`BestCheckpoint`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+
+from lmr_jax import models
 
 if TYPE_CHECKING:
     from lmr_jax.train import TrainState
@@ -69,12 +72,20 @@ def checkpoint_manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
     )
 
 
+def as_global(tree: Any) -> Any:
+    """A tree of the pmapped step's unreplicated outputs as orbax saves it: in a run of several
+    processes these are host-local arrays, which become global ones (each process takes part in
+    the save)."""
+    if jax.process_count() == 1:
+        return tree
+    return jax.tree.map(ocp.utils.fully_replicated_host_local_array_to_global_array, tree)
+
+
 def save_checkpoint(mngr, state: TrainState, data_iter, config) -> None:
     import grain
 
     step = int(state.step)
-    if jax.process_count() > 1:  # pmap's unreplicated outputs are host-local arrays
-        state = jax.tree.map(ocp.utils.fully_replicated_host_local_array_to_global_array, state)
+    state = as_global(state)
     mngr.save(
         step,
         args=ocp.args.Composite(
@@ -127,8 +138,18 @@ def restore_params(workdir: str, step: int | None = None) -> Any:
 
 
 def read_meta(mngr: ocp.CheckpointManager, step: int) -> dict:
-    """The JSON saved beside a checkpoint: {'compat': the config fields it must match, 'step'}."""
-    return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    """The JSON saved beside a checkpoint: {'compat': the config fields it must match, 'step'}.
+
+    Model fields added to lmr_jax after the checkpoint was saved are filled with their defaults
+    (e.g. `single_rnn_hidden_size`), so older checkpoints stay compatible with configs that
+    leave the new fields at their defaults.
+    """
+    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    saved = meta.get("compat", {}).get("model")
+    if isinstance(saved, dict) and saved.get("name") in models.MODEL_NAMES:
+        defaults = json_view(models.default_model_config(saved["name"]))
+        meta["compat"]["model"] = {**defaults, **saved}
+    return meta
 
 
 def check_compatible(mngr: ocp.CheckpointManager, step: int, config) -> None:
@@ -161,3 +182,25 @@ def restore_checkpoint(mngr, state: TrainState, data_iter, config) -> TrainState
         ),
     )
     return replicate_on_local_devices(restored["state"])
+
+
+class BestCheckpoint:
+    """Keeps the parameters with the lowest validation PA-MPJPE in workdir/best (every process
+    calls `update` with the same value, as every process validates the same parameters)."""
+
+    def __init__(self, workdir: str):
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=1, best_fn=lambda m: m["val_PA-MPJPE"], best_mode="min", create=True
+        )
+        self.mngr = ocp.CheckpointManager(
+            os.path.join(os.path.abspath(workdir), "best"), options=options
+        )
+
+    def update(self, step: int, value: float, params) -> None:
+        if np.isfinite(value):
+            self.mngr.save(
+                step,
+                args=ocp.args.StandardSave(as_global(params)),
+                metrics={"val_PA-MPJPE": float(value)},
+            )
+            self.mngr.wait_until_finished()

@@ -10,10 +10,11 @@ fields. Fields (all overridable on the command line as `--config.optim.lr=3e-4`)
   `lmr_jax.data.pipeline.window_index`), `validation` (name, split, joints), `eval_max_videos`;
 - `model`: see `lmr_jax.models.default_model_config`; `loss`: see `lmr_jax.losses` (a named
   `preset`, 'synthetic' here, 'vibe' in `vibe_setting`, and per-term fields that override it);
-- `optim`: Adam learning rate, schedule ('constant', 'cosine' or 'plateau': the learning rate
-  drops by `plateau_factor` when the validation metric `plateau_metric` has not improved by a
-  relative `plateau_threshold` for more than `plateau_patience` validations, as torch's
-  ReduceLROnPlateau in VIBE), warmup, gradient clipping, weight decay;
+- `optim`: the optimizer ('adam' or plain 'sgd'), learning rate, schedule ('constant',
+  'cosine' or 'plateau': the learning rate drops by `plateau_factor` when the validation
+  metric `plateau_metric` has not improved by a relative `plateau_threshold` for more than
+  `plateau_patience` validations, as torch's ReduceLROnPlateau in VIBE), warmup, gradient
+  clipping, weight decay;
 - `train`: global batch size, steps, logging/eval/checkpoint periods, checkpoints kept, what a
   non-finite loss does ('stop' or 'skip');
 - `eval`: protocol ('vibe' or 'tcmr'); the evaluation after training: `sets` (names of
@@ -95,6 +96,7 @@ def base_config(model_name: str = "lmr") -> ml_collections.ConfigDict:
     c.loss = losses.default_loss_config()
 
     c.optim = ml_collections.ConfigDict()
+    c.optim.optimizer = "adam"  # 'adam' (AdamW with weight decay) | 'sgd' (plain, for tests)
     c.optim.lr = 5e-5
     c.optim.schedule = "constant"  # 'constant' | 'cosine' | 'plateau'
     c.optim.warmup_steps = 0
@@ -166,6 +168,7 @@ def eval_sets(config: ml_collections.ConfigDict) -> dict[str, EvalSet]:
 
 def _check_choices(config: ml_collections.ConfigDict) -> None:
     choices = {
+        "optim.optimizer": ("adam", "sgd"),
         "optim.schedule": ("constant", "cosine", "plateau"),
         "optim.plateau_metric": evaluate.METRICS,
         "train.nonfinite": ("stop", "skip"),

@@ -1,5 +1,5 @@
-"""The optimizer: Adam/AdamW with gradient clipping, warmup + constant / cosine learning rate,
-and the 'plateau' schedule.
+"""The optimizer: Adam/AdamW (or plain SGD) with gradient clipping, warmup + constant / cosine
+learning rate, and the 'plateau' schedule.
 
 The 'plateau' schedule (VIBE's torch ReduceLROnPlateau) keeps its state, the learning-rate
 scale, the best validation value and the count of validations without improvement, as the last
@@ -105,14 +105,31 @@ def plateau_state(opt_state: Any) -> PlateauState | None:
     return None
 
 
+OPTIMIZERS = ("adam", "sgd")
+
+
 def make_optimizer(
     optim: ml_collections.ConfigDict, num_steps: int
 ) -> optax.GradientTransformation:
-    """Adam (AdamW when weight decay is set) with gradient clipping by global norm, and the
-    plateau scaling last when `optim.schedule` is 'plateau'."""
+    """Adam (AdamW when weight decay is set) or SGD (`optim.optimizer`), with gradient clipping
+    by global norm, and the plateau scaling last when `optim.schedule` is 'plateau'.
+
+    Plain SGD's update is -lr x gradient: the tests compare gradients through it (Adam's scale
+    invariance would hide a gradient-scale bug).
+
+    Raises:
+      ValueError: `optim.optimizer` is none of OPTIMIZERS.
+    """
+    name = optim.get("optimizer", "adam")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"config field optim.optimizer is {name!r}, expected one of {OPTIMIZERS}.")
     schedule = learning_rate_schedule(optim, num_steps)
     parts = [optax.clip_by_global_norm(optim.grad_clip)] if optim.grad_clip > 0 else []
-    if optim.weight_decay > 0:
+    if name == "sgd":
+        if optim.weight_decay > 0:
+            parts.append(optax.add_decayed_weights(optim.weight_decay))
+        parts.append(optax.sgd(schedule))
+    elif optim.weight_decay > 0:
         parts.append(optax.adamw(schedule, weight_decay=optim.weight_decay))
     else:
         parts.append(optax.adam(schedule))

@@ -23,12 +23,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from absl import logging
 
 from lmr_jax import config as config_lib
 from lmr_jax import jit_cache, losses, models, smpl
 from lmr_jax.checkpoints import (
+    BestCheckpoint,
     TrainingError,
     check_compatible,
     checkpoint_manager,
@@ -39,6 +39,7 @@ from lmr_jax.checkpoints import (
 )
 from lmr_jax.data import pipeline
 from lmr_jax.optim import learning_rate_schedule, make_optimizer, plateau_state, plateau_update
+from lmr_jax.rngs import apply_for_training, dropout_rngs, example_index, init_rng, uses_dropout
 
 
 @flax.struct.dataclass
@@ -48,6 +49,16 @@ class TrainState:
     step: jnp.ndarray
     params: Any
     opt_state: Any
+
+
+def _skipped(finite: jnp.ndarray, new: jnp.ndarray, old: jnp.ndarray) -> jnp.ndarray:
+    """An optimizer-state leaf after a step that may be skipped: float leaves (moments) keep
+    their old value, integer leaves (the step counts that drive the learning-rate schedule)
+    advance, so the optimizer's count stays state.step and the logged lr is the applied one.
+    PlateauState is left as it is by the step (the host updates it), so it cannot change here."""
+    if jnp.issubdtype(new.dtype, jnp.integer):
+        return new
+    return jnp.where(finite, new, old)
 
 
 def train_step(
@@ -61,26 +72,26 @@ def train_step(
     loss_config: ml_collections.ConfigDict,
     body_model: smpl.SMPLModel,
     skip_nonfinite: bool,
+    dropout: bool,
 ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
     """One optimisation step on one device's share of the batch (run under pmap 'data').
 
     Args:
       state: the unreplicated train state.
-      batch: this device's batch, e.g. features [B, T, D], kp2d [B, T, J, 3].
-      base_rng: the run's base key; the step's key is fold_in(base, step), then per device.
+      batch: this device's batch, e.g. features [B, T, D], kp2d [B, T, J, 3], and `index` [B]
+        (the examples' places in the global batch, see `example_index`).
+      base_rng: the run's base key (see `dropout_rngs`).
       model, optimizer, schedule, loss_config, body_model: bound with functools.partial.
       skip_nonfinite: keep the old parameters when the loss or gradients are not finite.
+      dropout: whether the model uses dropout (per-example keys, see `apply_for_training`).
 
     Returns:
       The new state and this device's metrics (the loss terms are already averaged).
     """
-    rng = jax.random.fold_in(jax.random.fold_in(base_rng, state.step), 0)
-    dropout_rng = jax.random.fold_in(rng, jax.lax.axis_index("data"))
+    keys = dropout_rngs(base_rng, state.step, batch["index"]) if dropout else None
 
     def loss_fn(params):
-        outputs = model.apply(
-            {"params": params}, batch["features"], train=True, rngs={"dropout": dropout_rng}
-        )
+        outputs = apply_for_training(model, params, batch["features"], keys)
         return losses.compute_losses(outputs, batch, loss_config, body_model, axis_name="data")
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -91,9 +102,8 @@ def train_step(
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     if skip_nonfinite:
-        keep = lambda new, old: jnp.where(finite, new, old)
-        params = jax.tree.map(keep, params, state.params)
-        opt_state = jax.tree.map(keep, opt_state, state.opt_state)
+        params = jax.tree.map(lambda new, old: jnp.where(finite, new, old), params, state.params)
+        opt_state = jax.tree.map(functools.partial(_skipped, finite), opt_state, state.opt_state)
     plateau = plateau_state(state.opt_state)
     lr = schedule(state.step) * (1.0 if plateau is None else plateau.scale)
     metrics = {"loss": loss, "grad_norm": grad_norm, "lr": lr, "finite": finite}
@@ -101,8 +111,16 @@ def train_step(
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def make_pmapped_step(config, model, body_model, optimizer, schedule) -> Callable:
-    """The train step bound to its model and config, pmapped over local devices."""
+def make_pmapped_step(
+    config, model, body_model, optimizer, schedule, *, donate: bool = True
+) -> Callable:
+    """The train step bound to its model and config, pmapped over local devices.
+
+    Returns:
+      step(state, batch, base_rng) -> (state, metrics); it adds each example's index in the
+      global batch (`example_index`) to the batch. With `donate` the state's buffers are
+      donated to the new state (the input state is deleted).
+    """
     step = functools.partial(
         train_step,
         model=model,
@@ -111,16 +129,28 @@ def make_pmapped_step(config, model, body_model, optimizer, schedule) -> Callabl
         loss_config=config.loss,
         body_model=body_model,
         skip_nonfinite=config.train.nonfinite == "skip",
+        dropout=uses_dropout(model),
     )
-    # State unreplicated in and out; the state's buffers are donated to the new state.
-    return jax.pmap(
-        step, axis_name="data", in_axes=(None, 0, None), out_axes=(None, 0), donate_argnums=(0,)
+    # State unreplicated in and out (the pmap migration guide), the batch split over devices.
+    p_step = jax.pmap(
+        step,
+        axis_name="data",
+        in_axes=(None, 0, None),
+        out_axes=(None, 0),
+        donate_argnums=(0,) if donate else (),
     )
+
+    def run(state, batch, base_rng):
+        devices, per_device = batch["features"].shape[:2]
+        index = example_index(devices, per_device, jax.process_index(), jax.process_count())
+        return p_step(state, {**batch, "index": index}, base_rng)
+
+    return run
 
 
 def init_state(config, model, optimizer, features_shape: tuple[int, ...]) -> TrainState:
     """Initialises parameters from the seed for features of shape [B, T, D]."""
-    rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+    rng = init_rng(jax.random.PRNGKey(config.seed))
     dummy = jnp.zeros((1, *features_shape[-2:]), jnp.float32)
     params = jax.jit(lambda r: model.init({"params": r}, dummy, train=False)["params"])(rng)
     state = TrainState(
@@ -145,6 +175,17 @@ class MetricLog:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps({"step": step, **values}) + "\n")
+
+    def drop_after(self, step: int) -> None:
+        """Drops the rows of steps after `step`: a run resumed from the checkpoint at `step`
+        writes them again (they come from steps after the last checkpoint of a stopped run)."""
+        if not self.enabled or not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        with open(self.path + ".tmp", "w") as f:
+            f.writelines(lines)
+        os.replace(self.path + ".tmp", self.path)
 
     def read(self) -> list[dict]:
         if not os.path.exists(self.path):
@@ -206,6 +247,7 @@ def dataset_specs(config: ml_collections.ConfigDict) -> list[pipeline.DatasetSpe
         pipeline.DatasetSpec(
             name=d.name, split=d.split, data_dir=config.data.data_dir, weight=d.weight,
             stride=d.stride, window=config.data.window,
+            tail=config.data.get("tail_window", True),
         )
         for d in chosen
     ]  # fmt: skip
@@ -213,7 +255,7 @@ def dataset_specs(config: ml_collections.ConfigDict) -> list[pipeline.DatasetSpe
     if not any(groups):
         return specs
     windows = [
-        len(pipeline.window_index(pipeline.open_dataset(s).lengths, s.window, s.stride))
+        len(pipeline.window_index(pipeline.open_dataset(s).lengths, s.window, s.stride, s.tail))
         for s in specs
     ]
     share = {"2d": config.data.ratio_2d, "3d": 1.0 - config.data.ratio_2d}
@@ -274,6 +316,9 @@ def evaluate_set(
 
     spec = eval_spec(config, eval_set.name, eval_set.split)
     apply = make_apply_fn(model)
+    # On one device: params replicated over the local devices (as the train step returns them)
+    # would make the jitted apply compute the same windows on each of them.
+    params = jax.device_put(params, jax.local_devices()[0])
     return evaluate.evaluate_videos(
         functools.partial(apply, params),
         pipeline.eval_videos(spec),
@@ -357,6 +402,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     p_step = make_pmapped_step(config, model, body_model, optimizer, schedule)
     base_rng = jax.random.PRNGKey(config.seed)
     log = MetricLog(workdir)
+    log.drop_after(int(state.step))  # no repeated steps after a resume
 
     # --- Steps -----------------------------------------------------------------------------
     step = int(state.step)
@@ -416,25 +462,6 @@ def _check_finite(metrics: dict, step: int, mngr, stop: bool) -> None:
         )  # fmt: skip
 
 
-class BestCheckpoint:
-    """Keeps the parameters with the lowest validation PA-MPJPE in workdir/best."""
-
-    def __init__(self, workdir: str):
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=1, best_fn=lambda m: m["val_PA-MPJPE"], best_mode="min", create=True
-        )
-        self.mngr = ocp.CheckpointManager(
-            os.path.join(os.path.abspath(workdir), "best"), options=options
-        )
-
-    def update(self, step: int, value: float, params) -> None:
-        if np.isfinite(value):
-            self.mngr.save(
-                step, args=ocp.args.StandardSave(params), metrics={"val_PA-MPJPE": value}
-            )
-            self.mngr.wait_until_finished()
-
-
 def run_label(config: ml_collections.ConfigDict) -> str:
     """The model's name in result tables, with the ablation switched on, if any."""
     switches = [k for k in ("single_rnn", "no_root_dependency") if config.model.get(k)]
@@ -449,6 +476,7 @@ def _evaluate_and_write(config, workdir, model, params, body_model) -> dict:
     out = {}
     for label, eval_set in config_lib.eval_sets(config).items():
         results = evaluate_set(config, model, params, body_model, eval_set)
+        results["params"] = models.count_params(params)  # tables show each model's size
         if jax.process_index() == 0:
             table = evaluate.write_results(results, workdir, label, run_label(config))
             print(f"{eval_set.name} {eval_set.split} ({eval_set.joints} joints, "
