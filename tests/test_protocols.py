@@ -31,15 +31,17 @@ T = 4
 VIDEOS = (("clip_a", 3), ("clip_b", 4), ("clip_c", 9), ("clip_d", 13))
 
 
+def video_rows(vid_names):
+    """The rows of each video in file order, as both split_into_chunks find them."""
+    _, group = np.unique(vid_names, return_index=True)
+    group = group[np.argsort(group)]
+    return np.split(np.arange(0, vid_names.shape[0]), group[1:])
+
+
 def vibe_split_into_chunks(vid_names, seqlen, stride):
     """VIBE lib/data_utils/img_utils.py split_into_chunks: [start, end] row pairs."""
     out = []
-    names, group = np.unique(vid_names, return_index=True)
-    perm = np.argsort(group)
-    names, group = names[perm], group[perm]
-    indices = np.split(np.arange(0, vid_names.shape[0]), group[1:])
-    for idx in range(len(names)):
-        indexes = indices[idx]
+    for indexes in video_rows(vid_names):
         if indexes.shape[0] < seqlen:
             continue
         chunks = np.lib.stride_tricks.sliding_window_view(indexes, seqlen)[::stride]
@@ -62,12 +64,7 @@ def tcmr_split_into_chunks(vid_names, seqlen, stride):
     """TCMR lib/data_utils/_img_utils.py split_into_chunks(..., is_train=False,
     match_vibe=False): [start, end] pairs, [i, i] for the dummy windows."""
     out = []
-    names, group = np.unique(vid_names, return_index=True)
-    perm = np.argsort(group)
-    names, group = names[perm], group[perm]
-    indices = np.split(np.arange(0, vid_names.shape[0]), group[1:])
-    for idx in range(len(names)):
-        indexes = indices[idx]
+    for indexes in video_rows(vid_names):
         if indexes.shape[0] < seqlen:
             continue
         chunks = np.lib.stride_tricks.sliding_window_view(indexes, seqlen)[::stride]
