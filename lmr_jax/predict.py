@@ -30,9 +30,11 @@ Vertices and joints are in the model's own frame (not centred); project them wit
 `cam_image`.
 
 Streaming (`Stream`): frames' features pushed one at a time or in chunks return their outputs
-at once; the recurrent states are kept between calls, so the outputs equal those of one pass
-over all frames so far (unidirectional models only), with a cost per call that does not grow
-with the history.
+at once, under the `.npz`'s key names; the recurrent states are kept between calls, so the
+outputs equal those of one pass over all frames so far (unidirectional models only), with a
+cost per call that does not grow with the history. `predict_sequence` (`lmr-predict`) instead
+stitches windows of the training length, as the model was trained: on clips longer than one
+window the two differ (by up to a few cm), on shorter ones they agree.
 """
 
 from __future__ import annotations
@@ -355,11 +357,20 @@ def write_prediction(path: str, result: dict, faces: np.ndarray, frame_ids: np.n
 class Stream:
     """Online inference: push features as they come, get each frame's outputs at once.
 
+        model, params, _ = predict.load_run("RUN")
+        stream = predict.Stream(model, params)
+        out = stream.push(features)  # [D] or [n, D] -> out["vertices"] [n, 6890, 3], ...
+
     `push(features)` takes [D] (one frame) or [n, D] (a chunk) and returns that many frames'
-    outputs (rotmats, pose, betas, cam, vertices, joints3d, kp2d as numpy arrays, [n, ...]).
+    outputs as numpy arrays [n, ...], under the names of the `.npz` that `lmr-predict` writes
+    (module docstring): rotmats, pose, betas, cam, vertices, joints_vibe49 (joints_<layout> for
+    a model of another `joint_layout`), joints_common14 and kp2d.
+
     The model's recurrent states are carried from call to call, so the outputs equal those of
-    one pass over every frame pushed since the last `reset()`; a call costs the same whatever
-    came before. One compilation per distinct chunk length.
+    ONE pass over every frame pushed since the last `reset()`; a call costs the same whatever
+    came before. `predict_sequence` (`lmr-predict`) instead stitches windows of the training
+    length, so on a clip longer than one window the two differ (by up to a few cm). One
+    compilation per distinct chunk length.
     """
 
     def __init__(self, model, params):
@@ -368,12 +379,21 @@ class Stream:
                                "frames); use predict_sequence.")  # fmt: skip
         self.width = feature_width(params)
         self._params = params
+        joints_key = f"joints_{getattr(model, 'joint_layout', 'vibe49')}"
 
         @jax.jit
         def step(params, state, features):
             out, state = model.apply({"params": params}, features, state=state, return_state=True)
-            keys = ("rotmats", "pose", "betas", "cam", "vertices", "joints3d", "kp2d")
-            return {k: out[k][0] for k in keys}, state
+            keys = ("rotmats", "pose", "betas", "cam", "vertices", "kp2d")
+            result = {k: out[k][0] for k in keys}
+            result[joints_key] = out["joints3d"][0]
+            # The evaluation joints come from the mesh alone (J_regressor_h36m rows), as in
+            # pose_body; the SMPL joints argument is unused by this layout.
+            vertices = result["vertices"]
+            result["joints_common14"] = smpl.layout_joints(
+                model.body_model, vertices, jnp.zeros((*vertices.shape[:-2], 24, 3)), "common14"
+            )
+            return result, state
 
         self._step = step
         abstract = jax.eval_shape(
@@ -389,12 +409,26 @@ class Stream:
         self.frames_seen = 0
 
     def push(self, features: np.ndarray) -> dict[str, np.ndarray]:
-        """Outputs of the next frame(s): features [D] or [n, D] -> dict of [n, ...] arrays."""
+        """Outputs of the next frame(s): features [D] or [n, D] -> dict of [n, ...] arrays.
+
+        Raises:
+          PredictError (a ValueError): features of another shape, or NaN / infinite values.
+            The whole call is refused and the stream is left as it was, so the next push
+            continues from the last good frame (a NaN would otherwise spread through the
+            recurrent states into every later frame).
+        """
         features = np.asarray(features, np.float32)
         chunk = features[None] if features.ndim == 1 else features
         if chunk.ndim != 2 or chunk.shape[1] != self.width or len(chunk) == 0:
             raise PredictError(f"Stream.push got features of shape {list(features.shape)}, "
                                f"expected [{self.width}] or [n, {self.width}].")  # fmt: skip
+        bad = np.flatnonzero(~np.isfinite(chunk).all(axis=1))
+        if len(bad):
+            frame = self.frames_seen + int(bad[0])
+            raise PredictError(f"Stream.push: frame {frame} (row {bad[0]} of this call) holds "
+                               "NaN or infinite features, expected finite values; the call was "
+                               f"refused, the stream still holds {self.frames_seen} "
+                               "frames.")  # fmt: skip
         out, self._state = self._step(self._params, self._state, jnp.asarray(chunk[None]))
         self.frames_seen += len(chunk)
         return jax.device_get(out)
@@ -418,7 +452,7 @@ def run(
     overlap: int | None = None,
     fps: float = 30.0,
     smpl_path: str | None = None,
-) -> str:
+) -> list[str]:
     """`--mode=predict`: predicts one sequence, writes the `.npz` (and `.obj`s / `.glb`).
 
     Args:
@@ -433,7 +467,7 @@ def run(
       smpl_path: SMPL model file or folder.
 
     Returns:
-      The path of the written `.npz`.
+      The paths written: the `.npz`, then `obj_dir` and `glb` when given.
     """
     from lmr_jax import export
 
@@ -462,9 +496,12 @@ def run(
                 overlap=info["window"] // 2 if overlap is None else overlap)  # fmt: skip
     faces = np.asarray(info["body_model"].faces)
     write_prediction(output, result, faces, source["frame_ids"], source.get("bbox"), meta)
+    written = [output]
     if obj_dir:
         export.write_obj_sequence(obj_dir, result["vertices"], faces,
                                   frame_ids=source["frame_ids"])  # fmt: skip
+        written.append(obj_dir)
     if glb:
         export.write_glb(glb, result["vertices"], faces, fps=fps)
-    return output
+        written.append(glb)
+    return written

@@ -203,19 +203,18 @@ def plot_curves(records: list[dict], path: str) -> None:
 
     train = [r for r in records if "loss" in r]
     val = [r for r in records if any(k.startswith("val_") for k in r)]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")
     for key in sorted({k for r in train for k in r if k.startswith("loss")}):
         pts = [(r["step"], r[key]) for r in train if key in r]
         axes[0].plot(*zip(*pts, strict=True), label=key)
     axes[0].set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
-    axes[0].legend(fontsize=7)
     for key in sorted({k for r in val for k in r if k.startswith("val_")}):
         pts = [(r["step"], r[key]) for r in val if key in r]
         axes[1].plot(*zip(*pts, strict=True), marker="o", label=key)
     axes[1].set(xlabel="step", ylabel="mm", title="validation")
-    if val:
-        axes[1].legend(fontsize=7)
-    fig.tight_layout()
+    for ax in axes if val else axes[:1]:  # under the axes: inside they covered the curves' ends
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=5,
+                  frameon=False)  # fmt: skip
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

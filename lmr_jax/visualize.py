@@ -10,9 +10,11 @@ mesh drawn through its cam = [s, tx, ty] lands exactly where its 2D keypoints pr
 Frames: the camera frame has x right, y DOWN, z away from the viewer; the crop frame is
 [-1, 1] in x and y; pixels run x right, y down, pixel (i, j) covering [i, i + 1) x [j, j + 1).
 
-Colours: ground truth orange, prediction blue; ground-truth 2D keypoints green, predicted ones
-magenta. Figures: `side_by_side` (one frame), `video_figure` (a strip of frames over a per-frame
-error curve, PNG) and `video_gif` (an animated GIF of the same).
+Colours: ground truth orange, prediction blue; observed (the data's) 2D keypoints green,
+predicted ones magenta; `video_figure` and `video_gif` open with a legend band saying so
+(`legend`), apart from the pictures so it hides nothing. Figures: `side_by_side` (one frame),
+`video_figure` (a strip of frames over a per-frame error curve, PNG) and `video_gif` (an
+animated GIF of the same).
 """
 
 from __future__ import annotations
@@ -276,12 +278,61 @@ def save_strip(panels: list[Image.Image], path: str) -> None:
     sheet.save(path)
 
 
-def _label(image: Image.Image, text: str, xy: tuple[int, int], color) -> None:
+def _font(size: int):
     try:
-        font = ImageFont.load_default(size=max(10, image.height // 16))
+        return ImageFont.load_default(size=size)
     except (OSError, ValueError):  # Pillow without FreeType: a fixed bitmap font
-        font = ImageFont.load_default()
+        return ImageFont.load_default()
+
+
+def _label(image: Image.Image, text: str, xy: tuple[int, int], color) -> None:
+    font = _font(max(10, image.height // 16))
     ImageDraw.Draw(image).text(xy, text, fill=color, font=font)
+
+
+def legend_entries(kp2d_gt: bool, kp2d_pred: bool, errors: bool) -> list[tuple[str, tuple, str]]:
+    """What the figures' colours mean: (swatch kind, colour, text) for `legend`, the dots and
+    the frame markers only where the figure draws them."""
+    entries = [("body", GT_COLOR, "ground-truth body"), ("body", PRED_COLOR, "predicted body")]
+    if kp2d_gt:
+        entries.append(("dot", KP_GT_COLOR, "observed 2D keypoints (the data's)"))
+    if kp2d_pred:
+        entries.append(("dot", KP_PRED_COLOR, "predicted 2D keypoints"))
+    if errors:
+        entries.append(("line", MARKER_COLOR, "shown frame"))
+    return entries
+
+
+def legend(width: int, entries: Sequence[tuple[str, tuple, str]], font_size: int = 12):
+    """A band `width` pixels wide explaining the colours: a swatch (a square for a body, a dot
+    for keypoints, a bar for the error curve's markers) and its text per entry, left to right,
+    wrapped onto more rows where the width runs out. Drawn apart from the pictures, so it
+    never hides a body or the curve."""
+    font = _font(font_size)
+    row, swatch, pad = font_size + 8, font_size, 6
+    items = [(kind, color, text, swatch + 4 + int(font.getlength(text))) for kind, color, text
+             in entries]  # fmt: skip
+    places, x, y = [], pad, 0
+    for kind, color, text, w in items:
+        if x > pad and x + w > width - pad:  # no room left on this row
+            x, y = pad, y + row
+        places.append((kind, color, text, x, y))
+        x += w + 3 * pad
+    band = Image.new("RGB", (width, y + row + pad // 2), BACKGROUND)  # a gap to the pictures
+    draw = ImageDraw.Draw(band)
+    for kind, color, text, x, y in places:
+        top, mid = y + (row - swatch) // 2, y + row // 2
+        if kind == "body":
+            draw.rectangle([x, top, x + swatch - 1, top + swatch - 1], fill=color)
+        elif kind == "dot":
+            r = swatch // 3
+            draw.ellipse([x + swatch // 2 - r, mid - r, x + swatch // 2 + r, mid + r], fill=color)
+        else:
+            draw.rectangle(
+                [x + swatch // 2 - 1, top, x + swatch // 2, top + swatch - 1], fill=color
+            )
+        draw.text((x + swatch + 4, mid), text, fill=(0, 0, 0), font=font, anchor="lm")
+    return band
 
 
 def error_curve(
@@ -395,13 +446,14 @@ def video_figure(
 ) -> Image.Image:
     """A strip of frames, ground truth over prediction, above the per-frame error curve (PNG).
 
-    Layout: one column per shown frame; the top row is the ground truth (orange) with the
+    Layout: a legend band on top (`legend`: which body and which dots are which); then one
+    column per shown frame; the top row is the ground truth (orange) with the
     ground-truth keypoints (green), the row below the prediction (blue) with the ground-truth
     and predicted (magenta) keypoints, each mesh drawn through its own camera into the same
     crop frame and seen through one square window of it (`zoom`); under the strip, the error
     curve over the whole video with a marker (red line and dot) at every shown frame. The
-    picture is len(frames) * size pixels wide and 2 * size + curve_height high (2 * size
-    without errors).
+    picture is len(frames) * size pixels wide and legend + 2 * size + curve_height high (no
+    curve without errors).
 
     Args:
       path: the .png to write.
@@ -426,21 +478,29 @@ def video_figure(
         gt_vertices, pred_vertices, gt_cams, pred_cams, kp2d_gt, kp2d_pred, errors, frames, zoom, 5
     )
     curve_height = curve_height if errors is not None else 0
-    sheet = Image.new("RGB", (len(frames) * size, 2 * size + curve_height), BACKGROUND)
+    width = len(frames) * size
+    key = legend(width, _video_legend(video, errors), max(10, size // 16))
+    sheet = Image.new("RGB", (width, key.height + 2 * size + curve_height), BACKGROUND)
+    sheet.paste(key, (0, 0))
     for column, t in enumerate(frames):
         gt, pred = _frame_panels(video, faces, t, size, view, errors)
         if column == 0:
             _label(gt, "ground truth", (4, size - size // 12), GT_COLOR)
             _label(pred, "prediction", (4, size - size // 12), PRED_COLOR)
-        sheet.paste(gt, (column * size, 0))
-        sheet.paste(pred, (column * size, size))
+        sheet.paste(gt, (column * size, key.height))
+        sheet.paste(pred, (column * size, key.height + size))
     if errors is not None:
         curve, xs, ys, span = error_curve(errors, sheet.width, curve_height, error_label)
         for t in frames:
             _mark(curve, xs[t], ys[t], span, MARKER_COLOR)
-        sheet.paste(curve, (0, 2 * size))
+        sheet.paste(curve, (0, key.height + 2 * size))
     sheet.save(path)
     return sheet
+
+
+def _video_legend(video: dict, errors) -> list[tuple[str, tuple, str]]:
+    kp = [video[k] is not None for k in ("kp2d_gt", "kp2d_pred")]
+    return legend_entries(*kp, errors=errors is not None)
 
 
 def video_gif(
@@ -461,8 +521,9 @@ def video_gif(
     zoom: bool = True,
 ) -> int:
     """An animated GIF, looping: ground truth (orange, left) beside prediction (blue, right)
-    over the error curve of the whole video with a marker at the current frame. A GIF frame is
-    2 * size pixels wide and size + curve_height high (size without errors).
+    over the error curve of the whole video with a marker at the current frame, under the
+    legend band. A GIF frame is 2 * size pixels wide and legend + size + curve_height high (no
+    curve without errors).
 
     Args:
       path: the .gif to write.
@@ -482,16 +543,18 @@ def video_gif(
     curve_height = curve_height if errors is not None else 0
     if errors is not None:
         curve, xs, ys, span = error_curve(errors, 2 * size, curve_height, error_label)
+    key = legend(2 * size, _video_legend(video, errors), max(10, size // 16))
     pictures = []
     for t in frames:
-        picture = Image.new("RGB", (2 * size, size + curve_height), BACKGROUND)
+        picture = Image.new("RGB", (2 * size, key.height + size + curve_height), BACKGROUND)
+        picture.paste(key, (0, 0))
         gt, pred = _frame_panels(video, faces, t, size, view, errors)
-        picture.paste(gt, (0, 0))
-        picture.paste(pred, (size, 0))
+        picture.paste(gt, (0, key.height))
+        picture.paste(pred, (size, key.height))
         if errors is not None:
             marked = curve.copy()
             _mark(marked, xs[t], ys[t], span, MARKER_COLOR)
-            picture.paste(marked, (0, size))
+            picture.paste(marked, (0, key.height + size))
         # One palette per frame, without dithering: flat shading stays clean (no speckles).
         pictures.append(picture.quantize(256, dither=Image.Dither.NONE))
     pictures[0].save(

@@ -119,6 +119,37 @@ def test_streaming_refuses_bidirectional_models_and_bad_frames():
         predict.Stream(bidirectional, params)
 
 
+def test_streaming_refuses_non_finite_frames_and_keeps_its_state():
+    model, params, _ = _small("lmr")
+    x = np.asarray(features(0)[0])  # 8 frames
+    stream, clean = predict.Stream(model, params), predict.Stream(model, params)
+    for stream_ in (stream, clean):
+        stream_.push(x[:3])
+    bad = x[3:5].copy()
+    bad[1, 7] = np.nan
+    with pytest.raises(ValueError, match=r"frame 4 \(row 1 of this call\) holds NaN or infinite"):
+        stream.push(bad)
+    with pytest.raises(predict.PredictError, match="frame 3 .*expected finite values"):
+        stream.push(np.full(stream.width, np.inf))
+    assert stream.frames_seen == 3
+    for chunk in (x[3:4], x[4:8]):  # the later frames as if the bad pushes never happened
+        got, want = stream.push(chunk), clean.push(chunk)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+        assert np.isfinite(got["vertices"]).all()
+
+
+def test_streaming_outputs_carry_the_npz_names_and_values():
+    model, params, _ = _small("lmr")
+    x = np.asarray(features(0)[0])  # 8 frames: one window of 8 is one pass
+    streamed = predict.Stream(model, params).push(x)
+    whole = predict.predict_sequence(model, params, body_model(), x, window=8)
+    assert set(streamed) == {"rotmats", "pose", "betas", "cam", "vertices", "joints_vibe49",
+                             "joints_common14", "kp2d"}  # fmt: skip
+    for k, value in streamed.items():
+        np.testing.assert_allclose(value, whole[k], atol=2e-5, err_msg=k)
+
+
 def test_crop_to_image_maps_crop_coordinates_to_pixels():
     cam = np.array([[0.8, 0.1, -0.2]])
     bbox = np.array([[320.0, 240.0, 100.0, 100.0]])
@@ -173,7 +204,9 @@ def test_predict_command_writes_documented_npz_and_meshes(run_dir, tmp_path):
                       f"--output={out}", f"--obj_dir={tmp_path}/objs",
                       f"--glb={tmp_path}/clip.glb")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"wrote {out}" in result.stdout
+    closing = result.stdout.splitlines()[-1]  # names every file and folder written
+    assert closing == f"wrote {out}, {tmp_path}/objs, {tmp_path}/clip.glb"
+    assert all(os.path.exists(p) for p in closing.removeprefix("wrote ").split(", "))
     got = dict(np.load(out))
     shapes = {"pose": (21, 72), "rotmats": (21, 24, 3, 3), "betas": (21, 10), "cam": (21, 3),
               "vertices": (21, 6890, 3), "faces": (13776, 3), "joints_vibe49": (21, 49, 3),

@@ -159,18 +159,20 @@ def test_video_figure_size_curve_and_markers(posed, tmp_path):
     path = str(tmp_path / "figure.png")
     figure = vis.video_figure(path, gt, pred, faces, cams, cams, kp2d, kp2d, errors,
                               frames=[0, 2, 3], size=96, curve_height=120)  # fmt: skip
+    key = vis.legend(3 * 96, vis.legend_entries(True, True, True), 10).height
     with Image.open(path) as saved:
-        assert saved.size == (3 * 96, 2 * 96 + 120) == figure.size
-    curve = np.asarray(figure)[2 * 96 :]
+        assert saved.size == (3 * 96, key + 2 * 96 + 120) == figure.size
+    curve = np.asarray(figure)[key + 2 * 96 :]
     red = np.all(curve == vis.MARKER_COLOR, axis=-1)
     _, xs, ys, (top, bottom) = vis.error_curve(errors, 3 * 96, 120)
     assert np.isnan(ys[1]) and ys[3] < ys[0] and top < ys[3] < bottom
     for t in (0, 2, 3):  # a marker line at each shown frame
         assert red[top:bottom, int(round(xs[t]))].mean() > 0.8
     assert not red[:, int(round(xs[1]))].any()
-    assert body_mask(figure.crop((0, 0, 96, 96))).any()  # the top-left panel shows a body
+    assert body_mask(figure.crop((0, key, 96, key + 96))).any()  # the top-left panel's body
     plain = vis.video_figure(str(tmp_path / "plain.png"), gt, pred, faces, cams, frames=[1])
-    assert plain.size == (192, 2 * 192)
+    key = vis.legend(192, vis.legend_entries(False, False, False), 12).height
+    assert plain.size == (192, key + 2 * 192)
 
 
 def test_video_gif_frames(posed, tmp_path):
@@ -178,15 +180,51 @@ def test_video_gif_frames(posed, tmp_path):
     path = str(tmp_path / "video.gif")
     written = vis.video_gif(path, gt, pred, faces, cams, cams, kp2d, kp2d, errors, size=64,
                             curve_height=80, fps=5)  # fmt: skip
+    key = vis.legend(128, vis.legend_entries(True, True, True), 10).height
     with Image.open(path) as gif:
         assert written == gif.n_frames == 4
-        assert gif.size == (128, 64 + 80)
+        assert gif.size == (128, key + 64 + 80)
         assert gif.info["loop"] == 0 and gif.info["duration"] == 200
         gif.seek(2)
         frame = np.asarray(gif.convert("RGB")).astype(float)
-    left, right = frame[:64, :64], frame[:64, 64:]
+    left, right = frame[key : key + 64, :64], frame[key : key + 64, 64:]
     assert (left[..., 0] - left[..., 2]).max() > 100  # orange on the left
     assert (right[..., 2] - right[..., 0]).max() > 100  # blue on the right
+
+
+def _colour_pixels(image, colour):
+    return int(np.all(np.asarray(image) == colour, axis=-1).sum())
+
+
+def test_figures_open_with_a_legend_of_what_they_draw(posed, tmp_path):
+    gt, pred, faces, cams, kp2d, errors = _video(posed)
+    entries = vis.legend_entries(True, True, True)
+    assert [text for _, _, text in entries][:4] == [
+        "ground-truth body", "predicted body", "observed 2D keypoints (the data's)",
+        "predicted 2D keypoints",
+    ]  # fmt: skip
+    figure = vis.video_figure(str(tmp_path / "f.png"), gt, pred, faces, cams, cams, kp2d, kp2d,
+                              errors, frames=[0, 3], size=160)  # fmt: skip
+    key = vis.legend(320, entries, 10)
+    band = figure.crop((0, 0, 320, key.height))
+    np.testing.assert_array_equal(np.asarray(band), np.asarray(key))
+    # A swatch of every colour and black words, in a band of its own above the pictures: it
+    # covers no body, and a white gap separates it from the first row.
+    colours = (vis.GT_COLOR, vis.PRED_COLOR, vis.KP_GT_COLOR, vis.KP_PRED_COLOR, vis.MARKER_COLOR)
+    for colour in colours:
+        assert _colour_pixels(band, colour) >= 10, colour
+    assert (np.asarray(band).sum(axis=-1) < 150).sum() > 100
+    assert body_mask(figure.crop((0, key.height, 160, key.height + 160))).any()
+    assert not body_mask(figure.crop((0, key.height - 2, 320, key.height))).any()
+    # Only what a figure draws: without keypoints and curve, the two bodies on one row.
+    plain = vis.video_figure(str(tmp_path / "p.png"), gt, pred, faces, cams, frames=[0, 3],
+                             size=160)  # fmt: skip
+    bodies = vis.legend(320, vis.legend_entries(False, False, False), 10)
+    band = plain.crop((0, 0, 320, bodies.height))
+    assert _colour_pixels(band, vis.GT_COLOR) and _colour_pixels(band, vis.PRED_COLOR)
+    assert not any(_colour_pixels(band, colour) for colour in colours[2:])
+    # A narrow picture wraps the legend onto more rows instead of cutting it off.
+    assert vis.legend(120, entries, 10).height > 2 * bodies.height
 
 
 @pytest.mark.parametrize(
