@@ -6,7 +6,8 @@ the embedded synthetic dataset, on this machine, with nothing downloaded.
 Steps (each prints what it did):
   1. builds synthetic_motion/small (TFDS, array_record) unless it is already there;
   2. trains each model with its experiment's `cpu` variant (a few minutes each on 2 cores) and
-     evaluates it on the test split (workdirs under --out_dir; a finished run is not redone);
+     evaluates it on the test split (workdirs under --out_dir; a finished run is reused only
+     when it was made with the same config, package version and source, else moved aside);
   3. prints one comparison table (MPJPE, PA-MPJPE, PVE, Accel in mm, the scored frames and
      the parameter counts) and writes it to results.md, with each run's training curves
      (plots/curves.png) and LMR's pictures of a test video: ground truth above the prediction
@@ -16,6 +17,7 @@ Steps (each prints what it did):
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -45,18 +47,56 @@ def demo_configs() -> dict:
     return {"LMR": lmr, "Single RNN": single, "VIBE-style": vibe}
 
 
-def run_model(label: str, config, workdir: str) -> dict:
-    """Trains and evaluates one model, or reads the results of a finished run."""
-    results_file = os.path.join(workdir, "eval", f"{config.eval.split}.json")
-    if os.path.exists(results_file):
-        import json
+def run_identity(config) -> dict:
+    """What a finished run must match to be reused: its config, the installed package's version
+    and a fingerprint of the package's source (lmr_jax/ and tfds_builders/ .py files)."""
+    import hashlib
+    import importlib.metadata
 
-        with open(results_file) as f:
-            print(f"[2] {label}: finished run found in {workdir}, not retrained")
-            return json.load(f)
+    digest = hashlib.sha256()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for package in ("lmr_jax", "tfds_builders"):
+        for folder, dirs, files in sorted(os.walk(os.path.join(root, package))):
+            dirs.sort()
+            for name in sorted(f for f in files if f.endswith(".py")):
+                path = os.path.join(folder, name)
+                digest.update(os.path.relpath(path, root).encode())
+                with open(path, "rb") as f:
+                    digest.update(f.read())
+    try:
+        version = importlib.metadata.version("lmr_jax")
+    except importlib.metadata.PackageNotFoundError:
+        version = "not installed"
+    return {"config": json.loads(config.to_json()), "version": version,
+            "source": digest.hexdigest()}  # fmt: skip
+
+
+def run_model(label: str, config, workdir: str) -> dict:
+    """Trains and evaluates one model, or reads the results of a finished run made with the
+    same config and code (`run_identity`); a run made otherwise is moved aside, not deleted."""
+    results_file = os.path.join(workdir, "eval", f"{config.eval.split}.json")
+    identity_file = os.path.join(workdir, "demo_run.json")
+    identity = run_identity(config)
+    if os.path.exists(results_file) and os.path.exists(identity_file):
+        with open(identity_file) as f:
+            if json.load(f) == identity:
+                print(f"[2] {label}: finished run found in {workdir}, not retrained")
+                with open(results_file) as f:
+                    return json.load(f)
+    if os.path.exists(workdir):
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside, count = f"{workdir}.old-{stamp}", 1
+        while os.path.exists(aside):  # two moves in one second
+            count += 1
+            aside = f"{workdir}.old-{stamp}-{count}"
+        os.rename(workdir, aside)
+        print(f"[2] {label}: the run in {workdir} was made with another config or code; "
+              f"moved to {aside}")  # fmt: skip
     start = time.perf_counter()
     print(f"[2] {label}: training {config.train.num_steps} steps in {workdir}", flush=True)
     results = train.train_and_evaluate(config, workdir)
+    with open(identity_file, "w") as f:
+        json.dump(identity, f, indent=1)
     print(f"    {label}: trained and evaluated in {(time.perf_counter() - start) / 60:.1f} min")
     return results
 
