@@ -32,6 +32,9 @@ setup(
         # VIBE's preprocessed datasets: *_db.pt files are joblib dumps, InstaVariety is HDF5.
         "joblib",
         "h5py",
+        # TensorBoard event files of the training scalars without TensorFlow or PyTorch (needs
+        # only numpy, protobuf and packaging); flax's and clu's writers need TensorFlow.
+        "tensorboardX",
     ],
     extras_require={
         # The third-party SMPL implementations the parity tests compare with, through their

@@ -47,7 +47,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from lmr_jax import checkpoints, evaluate, geometry, jit_cache, models, smpl, train
 from lmr_jax.data import schema
@@ -88,17 +87,19 @@ def load_run(path: str, model_config: ml_collections.ConfigDict | None = None,
 
     Raises:
       PredictError: no checkpoint there, another model, or parameters that do not fit.
+      checkpoints.DamagedCheckpointError: the checkpoint's files do not read (the message names
+        the intact checkpoints).
     """
     workdir, step = _split_checkpoint_path(path)
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory):
         raise PredictError(f"no checkpoints folder in {workdir}; pass a training run's --workdir "
                            "or one of its checkpoints/STEP folders.")  # fmt: skip
-    mngr = ocp.CheckpointManager(directory)
+    mngr = checkpoints.open_checkpoints(workdir)
     step = mngr.latest_step() if step is None else step
     if step is None or step not in mngr.all_steps():
         raise PredictError(f"no checkpoint {'' if step is None else step} in {directory}.")
-    meta = checkpoints.read_meta(mngr, step)
+    meta, params = checkpoints.read_checkpoint(mngr, step)
     saved = ml_collections.ConfigDict(meta["compat"]["model"])
     if model_config is not None:
         wanted = checkpoints.json_view(model_config)
@@ -109,7 +110,6 @@ def load_run(path: str, model_config: ml_collections.ConfigDict | None = None,
                                f"model than the config asks for ({mismatch}).")  # fmt: skip
     body_model = smpl.resolve(smpl_path)
     model = models.build_model(saved, body_model)
-    params = checkpoints.restore_params(workdir, step)
     window = int(meta["compat"]["data.window"])
     _check_params(model, params, window, f"the checkpoint at step {step} in {directory}")
     info = dict(model_config=saved, window=window, step=step, body_model=body_model)

@@ -32,9 +32,10 @@ from lmr_jax.checkpoints import (
     TrainingError,
     check_compatible,
     checkpoint_manager,
+    open_checkpoints,
+    read_checkpoint,
     replicate_on_local_devices,
     restore_checkpoint,
-    restore_params,
     save_checkpoint,
 )
 from lmr_jax.data import pipeline
@@ -165,20 +166,46 @@ def init_state(config, model, optimizer, features_shape: tuple[int, ...]) -> Tra
 
 
 class MetricLog:
-    """Appends metrics to workdir/metrics.jsonl (process 0 only) and keeps them for plots."""
+    """Appends metrics to workdir/metrics.jsonl and, as TensorBoard scalars of the same names,
+    to event files in workdir/tensorboard (process 0 only); keeps them for plots.
+
+    The events are written by tensorboardX (no TensorFlow) and flushed with every row, so that
+    they hold what metrics.jsonl holds even after a kill.
+    """
 
     def __init__(self, workdir: str):
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self.events_dir = os.path.join(workdir, "tensorboard")
         self.enabled = jax.process_index() == 0
+        self._writer = None
+        self._purge_step = None
 
     def write(self, step: int, values: dict[str, float]) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"step": step, **values}) + "\n")
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        if self._writer is None:  # opened at the first row: a failed start leaves no folder
+            from tensorboardX import SummaryWriter
+
+            self._writer = SummaryWriter(self.events_dir, purge_step=self._purge_step)
+        for tag, value in values.items():
+            self._writer.add_scalar(tag, value, step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def drop_after(self, step: int) -> None:
         """Drops the rows of steps after `step`: a run resumed from the checkpoint at `step`
-        writes them again (they come from steps after the last checkpoint of a stopped run)."""
+        writes them again (they come from steps after the last checkpoint of a stopped run).
+
+        Event files are not rewritten: the new one starts with TensorBoard's restart marker at
+        `step + 1` (tensorboardX's `purge_step`), which hides the older files' later events.
+        """
+        self._purge_step = step + 1
         if not self.enabled or not os.path.exists(self.path):
             return
         with open(self.path) as f:
@@ -366,7 +393,6 @@ class TrainResult:
 def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     """Trains (or resumes training) according to `config`, writing everything to `workdir`."""
     config_lib.check(config)
-    os.makedirs(workdir, exist_ok=True)
     num_steps = config.train.num_steps
     local_devices = jax.local_device_count()
     logging.info("process %d/%d, %d local devices of %d", jax.process_index(),
@@ -392,6 +418,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     schedule = learning_rate_schedule(config.optim, num_steps)
     optimizer = make_optimizer(config.optim, num_steps)
     state = init_state(config, model, optimizer, features_shape)
+    # Created only now that the body model, the model and the data have loaded: a start that
+    # fails on a bad input leaves no workdir behind.
+    os.makedirs(workdir, exist_ok=True)
     mngr = checkpoint_manager(workdir, config.train.max_to_keep)
     if mngr.latest_step() is not None:
         state = restore_checkpoint(mngr, state, data_iter, config)
@@ -441,6 +470,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     if pending is not None:
         _check_finite(pending, step, mngr, stop)
     mngr.wait_until_finished()
+    log.close()
     if jax.process_index() == 0:
         plot_curves(log.read(), os.path.join(workdir, "plots", "curves.png"))
     return TrainResult(state=state, model=model, body_model=body_model, last_metrics=last)
@@ -505,14 +535,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Evaluates the latest checkpoint of `workdir` as `train_and_evaluate` does."""
+    """Evaluates the latest checkpoint of `workdir` as `train_and_evaluate` does.
+
+    Raises:
+      TrainingError: no checkpoint there (nothing is created), or one of another config.
+      checkpoints.DamagedCheckpointError: the latest checkpoint is damaged (the message names
+        the intact ones).
+    """
     config_lib.check(config)
-    mngr = checkpoint_manager(workdir, config.train.max_to_keep)
+    mngr = open_checkpoints(workdir)  # creates nothing, even for a missing workdir
     step = mngr.latest_step()
     if step is None:
         raise TrainingError(f"no checkpoint in {mngr.directory}; train first (--mode=train).")
     body_model = smpl.resolve(config.smpl_path or None)
     model = models.build_model(config.model, body_model)
-    check_compatible(mngr, step, config)
-    params = restore_params(workdir, step)
+    meta, params = read_checkpoint(mngr, step)  # a damaged one is refused, naming intact ones
+    check_compatible(mngr, step, config, meta)
     return _as_returned(config, _evaluate_and_write(config, workdir, model, params, body_model))

@@ -1,12 +1,17 @@
-"""The command line as a user meets it: one-line errors for bad configs, and --help.
+"""The command line as a user meets it: one-line errors for bad inputs that create nothing,
+--help, and quiet library logs unless --verbosity is given.
 
 Every case runs the real command in a subprocess (absl parses flags once per process)."""
 
 import os
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+from tests.test_main import run_main, smoke_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "--config=experiments/lmr_synthetic.py:smoke"
@@ -40,10 +45,18 @@ def run_command(entry, *args):
         ("train_cli", ["--config=experiments/lmr_synthetic.py:gpu"],
          ["--config=experiments/lmr_synthetic.py:gpu: unknown config variant 'gpu', "
           "expected one of ['', 'cpu', 'smoke']."]),
+        # Checked before anything is created: no workdir, no workdir/checkpoints.
+        ("eval_cli", [SMOKE],
+         ["no checkpoint in ", "/run/checkpoints; train first (--mode=train)."]),
+        (None, [SMOKE, "--smpl_path=/nonexistent/smpl.pkl"],
+         ["SMPL model file /nonexistent/smpl.pkl does not exist"]),
     ],
-    ids=["missing_file", "unknown_field", "mistyped_nested_field", "unknown_variant"],
+    ids=["missing_file", "unknown_field", "mistyped_nested_field", "unknown_variant",
+         "eval_of_a_missing_workdir", "training_with_a_bad_smpl_path"],
 )  # fmt: skip
-def test_bad_config_is_one_sentence_and_exit_status_2(tmp_path, entry, args, expected):
+def test_bad_input_is_one_sentence_exit_status_2_and_creates_nothing(
+    tmp_path, entry, args, expected
+):
     workdir = tmp_path / "run"
     result = run_command(entry, *args, f"--workdir={workdir}")
     assert result.returncode == 2, result.stderr[-2000:]
@@ -75,3 +88,40 @@ def test_help_lists_the_commands_own_flags_one_line_each(entry, shown, hidden):
     assert not any(line.startswith("    ") for line in lines)  # no wrapped continuation lines
     for name in hidden:
         assert f"--{name}" not in rows
+
+
+def _library_log_lines(text: str) -> list[str]:
+    """absl-formatted INFO/DEBUG lines (`I1203 14:09:17.82 ... file.py:12] ...`) and any line
+    naming orbax."""
+    return [line for line in text.splitlines()
+            if re.match(r"[ID]\d{4} ", line) or "orbax" in line.lower()]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def quiet_run(tiny_data_dir, tmp_path_factory):
+    """A one-step smoke training through the command line, without --verbosity."""
+    workdir = tmp_path_factory.mktemp("quiet") / "run"
+    return workdir, run_main(*smoke_flags(tiny_data_dir, workdir), "--config.train.num_steps=1")
+
+
+@pytest.mark.slow
+def test_training_prints_its_progress_and_no_library_logs(quiet_run):
+    workdir, result = quiet_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "step 1/1  loss " in result.stdout
+    assert (workdir / "checkpoints" / "1").is_dir()  # orbax saved (and logged nothing)
+    assert _library_log_lines(result.stderr + result.stdout) == []
+
+
+@pytest.mark.slow
+def test_verbosity_brings_the_library_logs_back(quiet_run, tmp_path):
+    workdir, _ = quiet_run
+    np.savez(tmp_path / "clip.npz", features=np.zeros((10, 64), np.float32))
+    predict = ["--mode=predict", f"--workdir={workdir}", f"--input={tmp_path}/clip.npz"]
+    quiet = run_main(*predict, f"--output={tmp_path}/quiet.npz")
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert quiet.stderr == "" and quiet.stdout == f"wrote {tmp_path}/quiet.npz\n"
+    verbose = run_main(*predict, f"--output={tmp_path}/verbose.npz", "-v", "1")
+    assert verbose.returncode == 0, verbose.stderr[-3000:]
+    logs = _library_log_lines(verbose.stderr)
+    assert sum("orbax" in line for line in logs) > 10, verbose.stderr[-3000:]

@@ -1,7 +1,10 @@
 """End-to-end training tests: resume, non-finite handling, checkpoints, config checks (the
 step itself and device-count invariance: test_train_step.py, test_train_parallel.py)."""
 
+import glob
+import os
 import shutil
+import struct
 
 import chex
 import jax
@@ -43,10 +46,69 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_data_dir, tmp_p
     straight_rows = train.MetricLog(str(tmp_path / "straight")).read()
     np.testing.assert_allclose(resumed_rows[-1]["loss"], straight_rows[-1]["loss"], rtol=1e-5)
     assert (tmp_path / "resumed" / "plots" / "curves.png").stat().st_size > 1000
+    # TensorBoard shows what metrics.jsonl holds: the resumed run's event file starts with a
+    # restart marker at step 3, hiding the stopped run's step 3.
+    scalars, restarts = tensorboard_scalars(tmp_path / "resumed")
+    assert restarts == [1, 3]
+    assert_scalars_match_metrics(scalars, resumed_rows)
 
 
 def _logged_steps(workdir):
     return [row["step"] for row in train.MetricLog(str(workdir)).read()]
+
+
+def tensorboard_scalars(workdir):
+    """The scalars of workdir/tensorboard as TensorBoard shows them, read without TensorFlow:
+    TFRecord framing parsed here (CRCs checked), events decoded with tensorboardX's protobuf.
+
+    Returns:
+      ({tag: {step: value}}, the steps of the restart markers in file order). Files are read in
+      the order written; a restart marker (SessionLog START at step s) hides the events of steps
+      >= s before it, and a later value of a step replaces an earlier one.
+    """
+    from tensorboardX.proto import event_pb2
+    from tensorboardX.record_writer import masked_crc32c
+
+    scalars, restarts = {}, []
+    paths = sorted(glob.glob(os.path.join(str(workdir), "tensorboard", "events.out.tfevents.*")))
+    assert paths, f"no event file in {workdir}/tensorboard"
+    for path in paths:  # named by the second they were opened: sorted = in the order written
+        with open(path, "rb") as f:
+            data = f.read()
+        pos = 0
+        while pos < len(data):
+            header = data[pos : pos + 8]
+            (length,) = struct.unpack("<Q", header)
+            assert struct.unpack("<I", data[pos + 8 : pos + 12])[0] == masked_crc32c(header)
+            record = data[pos + 12 : pos + 12 + length]
+            crc = data[pos + 12 + length : pos + 16 + length]
+            assert struct.unpack("<I", crc)[0] == masked_crc32c(record)
+            pos += 16 + length
+            event = event_pb2.Event.FromString(record)
+            if event.session_log.status == event_pb2.SessionLog.START:
+                restarts.append(event.step)
+                for values in scalars.values():
+                    for step in [s for s in values if s >= event.step]:
+                        del values[step]
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars, restarts
+
+
+def assert_scalars_match_metrics(scalars, rows):
+    """Every value of metrics.jsonl `rows` is in `scalars` under its key, at its step, and
+    nothing else is."""
+    expected = {}
+    for row in rows:
+        for key, value in row.items():
+            if key != "step":
+                expected.setdefault(key, {})[row["step"]] = value
+    assert sorted(scalars) == sorted(expected)
+    for tag, values in expected.items():
+        assert sorted(scalars[tag]) == sorted(values), tag
+        got = [scalars[tag][step] for step in sorted(values)]
+        want = [values[step] for step in sorted(values)]
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=tag)  # float32 in the events
 
 
 def _poison(monkeypatch, bad_step):
