@@ -23,9 +23,9 @@ import time
 
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
-from lmr_jax import checkpoints, evaluate, train, visualize
+from lmr_jax import checkpoints, cli, evaluate, train, visualize
 from lmr_jax import config as config_lib
 from lmr_jax.data import build, pipeline
 
@@ -132,7 +132,7 @@ def test_video_pictures(config, workdir: str, path: str, num_frames: int = 6) ->
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)  # the demo prints its own progress lines
+    cli.quiet_logs()  # the demo prints its own progress lines (--verbosity for library logs)
     import tensorflow_datasets as tfds
 
     tfds.disable_progress_bar()
