@@ -323,9 +323,11 @@ def _hide_abandoned_reads() -> None:
 
 def _not_an_abandoned_read(record: std_logging.LogRecord) -> bool:
     message = record.getMessage()
-    # A task of orbax's read coroutine, or a bare TensorStore future of one array's read.
-    future = message.startswith("Future exception was never retrieved") and "OCDBT" in message
-    return _ABANDONED_READ not in message and not future
+    # A task of orbax's read coroutine, or a task or bare future of TensorStore's read of one
+    # array (its message names the OCDBT store or prints the array's TensorStore spec).
+    tensorstore = any(mark in message.lower() for mark in ("ocdbt", "kvstore", "'driver'"))
+    abandoned = "exception was never retrieved" in message and tensorstore
+    return _ABANDONED_READ not in message and not abandoned
 
 
 def checkpoint_damage(mngr: ocp.CheckpointManager, step: int) -> str | None:
