@@ -9,7 +9,8 @@ one pose GRU until the whole model has LMR's parameter count (the shape and came
 LMR's width):
 - `matched`: the default at matched width (model.single_rnn_hidden_size, found by
   models.matched_single_rnn_width; a few seconds of abstract tracing when the config loads);
-- `cpu_matched`: the `cpu` variant at matched width.
+- `cpu_matched`: the `cpu` variant at matched width;
+- `bench_matched`: the `bench` variant (experiments/benchmarks/accuracy.py) at matched width.
 The width is computed when the config loads; `--config.model.*` overrides apply after it and
 do not recompute it (pass `--config.model.single_rnn_hidden_size` too).
 """
@@ -33,6 +34,7 @@ VARIANTS = {
     **config_lib.VARIANTS,
     "matched": matched,
     "cpu_matched": lambda c: matched(config_lib.cpu(c)),  # after cpu: it sets hidden_size
+    "bench_matched": lambda c: matched(config_lib.bench(c)),
 }
 
 

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from lmr_jax import checkpoints, cli, evaluate, train, visualize
+from lmr_jax import checkpoints, cli, evaluate, reuse, train, visualize
 from lmr_jax import config as config_lib
 from lmr_jax.data import build, pipeline
 
@@ -47,36 +47,13 @@ def demo_configs() -> dict:
     return {"LMR": lmr, "Single RNN": single, "VIBE-style": vibe}
 
 
-def run_identity(config) -> dict:
-    """What a finished run must match to be reused: its config, the installed package's version
-    and a fingerprint of the package's source (lmr_jax/ and tfds_builders/ .py files)."""
-    import hashlib
-    import importlib.metadata
-
-    digest = hashlib.sha256()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for package in ("lmr_jax", "tfds_builders"):
-        for folder, dirs, files in sorted(os.walk(os.path.join(root, package))):
-            dirs.sort()
-            for name in sorted(f for f in files if f.endswith(".py")):
-                path = os.path.join(folder, name)
-                digest.update(os.path.relpath(path, root).encode())
-                with open(path, "rb") as f:
-                    digest.update(f.read())
-    try:
-        version = importlib.metadata.version("lmr_jax")
-    except importlib.metadata.PackageNotFoundError:
-        version = "not installed"
-    return {"config": json.loads(config.to_json()), "version": version,
-            "source": digest.hexdigest()}  # fmt: skip
-
-
 def run_model(label: str, config, workdir: str) -> dict:
     """Trains and evaluates one model, or reads the results of a finished run made with the
-    same config and code (`run_identity`); a run made otherwise is moved aside, not deleted."""
+    same config and code (`reuse.run_identity`); a run made otherwise is moved aside, not
+    deleted."""
     results_file = os.path.join(workdir, "eval", f"{config.eval.split}.json")
     identity_file = os.path.join(workdir, "demo_run.json")
-    identity = run_identity(config)
+    identity = reuse.run_identity(config)
     if os.path.exists(results_file) and os.path.exists(identity_file):
         with open(identity_file) as f:
             if json.load(f) == identity:
@@ -84,12 +61,7 @@ def run_model(label: str, config, workdir: str) -> dict:
                 with open(results_file) as f:
                     return json.load(f)
     if os.path.exists(workdir):
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        aside, count = f"{workdir}.old-{stamp}", 1
-        while os.path.exists(aside):  # two moves in one second
-            count += 1
-            aside = f"{workdir}.old-{stamp}-{count}"
-        os.rename(workdir, aside)
+        aside = reuse.set_aside(workdir)
         print(f"[2] {label}: the run in {workdir} was made with another config or code; "
               f"moved to {aside}")  # fmt: skip
     start = time.perf_counter()

@@ -5,7 +5,7 @@ import json
 import os
 
 from lmr_jax import config as config_lib
-from lmr_jax import demo
+from lmr_jax import demo, reuse
 
 
 def fake_training(calls):
@@ -42,12 +42,12 @@ def test_a_run_is_reused_only_with_the_same_config_and_code(tmp_path, monkeypatc
 
 def test_the_source_fingerprint_follows_the_code(tmp_path, monkeypatch):
     config = config_lib.base_config("lmr")
-    first = demo.run_identity(config)
-    assert first == demo.run_identity(config)
+    first = reuse.run_identity(config)
+    assert first == reuse.run_identity(config)
     package = tmp_path / "lmr_jax"
     package.mkdir()
     (package / "a.py").write_text("x = 1\n")
-    monkeypatch.setattr(demo, "__file__", str(package / "demo.py"))
-    before = demo.run_identity(config)["source"]
+    monkeypatch.setattr(reuse, "__file__", str(package / "reuse.py"))
+    before = reuse.run_identity(config)["source"]
     (package / "a.py").write_text("x = 2\n")
-    assert demo.run_identity(config)["source"] != before != first["source"]
+    assert reuse.run_identity(config)["source"] != before != first["source"]

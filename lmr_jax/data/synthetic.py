@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmr_jax import geometry, smpl
-from lmr_jax.data import motion
+from lmr_jax.data import coordinated, motion
 from lmr_jax.smpl.layouts import EXTRA9_NAMES
 
 LAYOUT = "vibe49"
@@ -55,6 +55,9 @@ class MotionConfig:
       facing_noise: std of the Gaussian noise on the facing cue.
       scale: (min, max) mean camera scale s per video (0.9, VIBE's mean camera: a 1.75 m person
         fills ~80% of the crop height).
+      family: the motion model: 'parts' (independent part dynamics, `lmr_jax.data.motion`, the
+        benchmark's training family) or 'coordinated' (whole-body routines,
+        `lmr_jax.data.coordinated`, the distribution-shift test family).
     """
 
     fps: float = 30.0
@@ -64,6 +67,7 @@ class MotionConfig:
     occlusion_frames: tuple[int, int] = (6, 40)
     facing_noise: float = 0.3
     scale: tuple[float, float] = (0.6, 0.95)
+    family: str = "parts"
 
 
 @functools.cache
@@ -215,16 +219,27 @@ def generate_video(seed, config: MotionConfig | None = None, model=None, num_fra
     Returns:
       A dict of numpy arrays: pose [N, 72], betas [10], cam [N, 3], kp3d [N, 49, 3],
       kp2d [N, 49, 3] (noisy, crop-normalised xy + confidence), facing [N] (true, in [-1, 1]),
-      facing_cue [N] (noisy), envelopes {part: [N]}.
+      facing_cue [N] (noisy), envelopes {part: [N]} (family 'coordinated': {routine: [N]},
+      1 where the routine plays).
     """
     config = config or MotionConfig()
     model = smpl.procedural(0) if model is None else model
     rng = np.random.default_rng(seed)
     if num_frames is None:
         num_frames = int(rng.integers(config.num_frames[0], config.num_frames[1] + 1))
-    env = motion.part_envelopes(rng, num_frames, config.fps)
-    pose = motion.sample_pose(rng, num_frames, config.fps, env)
-    root, facing = motion.global_orientation(rng, num_frames, config.fps)
+    if config.family == "parts":
+        env = motion.part_envelopes(rng, num_frames, config.fps)
+        pose = motion.sample_pose(rng, num_frames, config.fps, env)
+        root, facing = motion.global_orientation(rng, num_frames, config.fps)
+    elif config.family == "coordinated":
+        pose, segments = coordinated.sample_pose(rng, num_frames, config.fps)
+        root, facing = coordinated.global_orientation(rng, num_frames, config.fps, segments)
+        env = {name: np.zeros(num_frames) for name in coordinated.ROUTINES}
+        for start, stop, name in segments:
+            env[name][start:stop] = 1.0
+    else:
+        raise ValueError(f"motion family '{config.family}' is unknown, expected 'parts' or "
+                         "'coordinated'.")  # fmt: skip
     pose[:, 0] = _chunked(_root_axis_angle, root)
     pose = pose.reshape(num_frames, 72).astype(np.float32)
     betas = np.clip(rng.normal(size=10), -2.0, 2.0).astype(np.float32)

@@ -36,6 +36,9 @@ class SyntheticMotionConfig(tfds.core.BuilderConfig):
       feature_dim: D of the features.
       with_3d: False masks the 3D and SMPL labels (the 2D-only variant).
       seed: base seed of the videos.
+      family: the motion model (`lmr_jax.data.synthetic.MotionConfig.family`).
+
+    A split with 0 videos is left out of the dataset.
     """
 
     num_videos: tuple[int, int, int] = (48, 12, 12)
@@ -43,6 +46,7 @@ class SyntheticMotionConfig(tfds.core.BuilderConfig):
     feature_dim: int = featurize.DEFAULT_DIM
     with_3d: bool = True
     seed: int = 0
+    family: str = "parts"
 
 
 def _configs() -> list[SyntheticMotionConfig]:
@@ -67,6 +71,18 @@ def _configs() -> list[SyntheticMotionConfig]:
                     **size,
                 )
             )
+    out.append(
+        SyntheticMotionConfig(
+            name="shift",
+            description="60 test videos of 120-300 frames of whole-body coordinated routines "
+            "(lmr_jax/data/coordinated.py), another motion family than the other configs': "
+            "the distribution-shift test set of the benchmark",
+            num_videos=(0, 0, 60),
+            num_frames=(120, 300),
+            seed=2,
+            family="coordinated",
+        )
+    )
     return out
 
 
@@ -117,11 +133,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return {
             split: self._generate_examples(split, index, model)
             for index, split in enumerate(SPLITS)
+            if self.builder_config.num_videos[index]
         }
 
     def _generate_examples(self, split: str, split_index: int, model):
         config = self.builder_config
-        motion = synthetic.MotionConfig(num_frames=config.num_frames)
+        motion = synthetic.MotionConfig(num_frames=config.num_frames, family=config.family)
         dataset_name = f"{self.name}/{config.name}:{split}"
         lengths = []
         for i in range(config.num_videos[split_index]):
