@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import importlib.util
 import json
 import os
@@ -92,20 +91,28 @@ PARTS = ("root", "head", "left_arm", "right_arm", "left_leg", "right_leg")
 HIPS = [VIBE49_TO_COMMON14[i] for i in COMMON14_PELVIS]
 RIDGE_LAMBDAS = (1.0, 10.0, 100.0, 1_000.0, 10_000.0)
 
-_DATA_DIR = flags.DEFINE_string("data_dir", "data", "Where the TFDS datasets are built.")
-_OUT_DIR = flags.DEFINE_string("out_dir", "out/bench", "Workdirs, tables and pictures.")
-_MODELS = flags.DEFINE_list("models", [r.key for r in ROWS], "Rows to run, of ROWS' keys.")
-_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds of LMR and its ablations.")
-_BASELINE_SEEDS = flags.DEFINE_integer("baseline_seeds", 1, "Seeds of the other models.")
-_VARIANT = flags.DEFINE_string("variant", "bench", "The experiment files' variant.")
-_DATASET = flags.DEFINE_string(
-    "dataset", "synthetic_motion/standard", "Train, validation and test dataset."
-)
-_SHIFT = flags.DEFINE_string(
-    "shift", "synthetic_motion/shift", "The distribution-shift test set (its 'test' split)."
-)
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Train nothing; report finished runs.")
-_RESAMPLES = flags.DEFINE_integer("resamples", 10_000, "Bootstrap resamples.")
+# Scores are cached with the run's identity and this number: raise it when a change to the
+# scoring (score_videos, joint_errors, breakdown, the ridge floor) must re-score finished runs.
+SCORING_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What to run (the command-line flags of `main`)."""
+
+    data_dir: str = "data"
+    out_dir: str = "out/bench"
+    models: tuple[str, ...] = tuple(r.key for r in ROWS)
+    seeds: int = 3  # LMR and its ablations
+    baseline_seeds: int = 1  # the other models
+    variant: str = "bench"
+    dataset: str = "synthetic_motion/standard"  # train, validation, test
+    shift: str = "synthetic_motion/shift"  # its test split
+    report_only: bool = False
+    resamples: int = 10_000
+
+    def test_sets(self) -> dict[str, str]:
+        return {"test": self.dataset, "shift": self.shift}
 
 
 def load_experiment(path: str, variant: str):
@@ -219,26 +226,22 @@ def score_videos(apply_fn, videos, body_model, window: int) -> dict:
     return out
 
 
-def test_sets() -> dict[str, str]:
-    return {"test": _DATASET.value, "shift": _SHIFT.value}
-
-
-def score_run(label, config, workdir, identity) -> dict:
+def score_run(label, config, workdir, identity, settings: Settings) -> dict:
     """{set: score_videos(...)} of a trained run's final parameters (cached in the workdir)."""
     cache = os.path.join(workdir, "bench_eval.json")
-    key = {"identity": identity, "driver": _driver_hash(), "sets": test_sets()}
+    key = {"identity": identity, "scoring": SCORING_VERSION, "sets": settings.test_sets()}
     if os.path.exists(cache):
         saved = json.load(open(cache))
         if saved["key"] == key:
             return saved["scores"]
-    print(f"{label}: scoring {', '.join(test_sets())}", flush=True)
+    print(f"{label}: scoring {', '.join(settings.test_sets())}", flush=True)
     body_model = smpl.resolve(config.smpl_path or None)
     model = models.build_model(config.model, body_model)
     params = jax.device_put(checkpoints.restore_params(workdir), jax.local_devices()[0])
     apply = functools.partial(train.make_apply_fn(model), params)
     scores = {name: score_videos(apply, _videos(config, dataset, "test"), body_model,
                                  config.data.window)
-              for name, dataset in test_sets().items()}  # fmt: skip
+              for name, dataset in settings.test_sets().items()}  # fmt: skip
     with open(cache, "w") as f:
         json.dump({"key": key, "scores": scores, "params": models.count_params(params)}, f)
     return scores
@@ -246,12 +249,6 @@ def score_run(label, config, workdir, identity) -> dict:
 
 def _videos(config, dataset: str, split: str):
     return pipeline.eval_videos(train.eval_spec(config, dataset, split))
-
-
-@functools.cache
-def _driver_hash() -> str:
-    with open(os.path.abspath(__file__), "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,9 +308,10 @@ def fit_ridge(config, body_model, lambdas=RIDGE_LAMBDAS) -> tuple[np.ndarray, di
     return best[1], curve
 
 
-def run_ridge(config, workdir: str) -> tuple[dict, dict]:
+def run_ridge(config, workdir: str, settings: Settings) -> tuple[dict, dict]:
     """Fits (or reuses) the ridge floor and scores it; returns (info, scores)."""
-    identity = {**reuse.run_identity(config), "driver": _driver_hash(), "sets": test_sets()}
+    identity = {**reuse.run_identity(config), "scoring": SCORING_VERSION,
+                "sets": settings.test_sets()}  # fmt: skip
     cache = os.path.join(workdir, "bench_eval.json")
     if os.path.exists(cache):
         saved = json.load(open(cache))
@@ -327,7 +325,7 @@ def run_ridge(config, workdir: str) -> tuple[dict, dict]:
     apply = ridge_apply_fn(weights, body_model)
     scores = {name: score_videos(apply, _videos(config, dataset, "test"), body_model,
                                  config.data.window)
-              for name, dataset in test_sets().items()}  # fmt: skip
+              for name, dataset in settings.test_sets().items()}  # fmt: skip
     info = {
         "validation_mpjpe": {str(k): v for k, v in curve.items()},
         "params": int(weights.size),
@@ -413,14 +411,16 @@ def _seed_mean(seeds: list[dict], name: str) -> dict[str, float]:
 
 
 def _cell(stat: dict) -> str:
+    if np.isnan(stat["mean"]):
+        return "-"
     if stat["std"] is None:
         return f"{stat['mean']:.1f}"
     return f"{stat['mean']:.1f} ± {stat['std']:.1f}"
 
 
-def results_markdown(summary: dict, info: dict[str, dict]) -> str:
+def results_markdown(summary: dict, info: dict[str, dict], settings: Settings) -> str:
     """The tables of results.md."""
-    lines = ["## Test (synthetic_motion/standard test) and shift (synthetic_motion/shift test)",
+    lines = [f"## test ({settings.dataset} test) and shift ({settings.shift} test)",
              "", "Mean ± std over seeds; mm; VIBE's protocol, 14 common joints.", "",
              "| Model | Params | Seeds | ms/step | Steps | MPJPE | PA-MPJPE | Accel | shift MPJPE "
              "| shift PA-MPJPE | shift Accel |",
@@ -433,7 +433,7 @@ def results_markdown(summary: dict, info: dict[str, dict]) -> str:
         lines.append(f"| {label} | {metrics.format_params(i['params'])} | {i['seeds']} | {ms} | "
                      f"{i.get('steps', '-')} | " + " | ".join(cells) + " |")  # fmt: skip
     lines += ["", "## LMR minus each model: per-video MPJPE difference (mm), 95% bootstrap "
-              "interval over the 60 videos", "",
+              "interval over the videos", "",
               "Negative: LMR better. Per-video MPJPE averaged over each model's seeds first.", "",
               "| Model | test: LMR - model | [95% CI] | LMR better in | shift: LMR - model "
               "| [95% CI] | LMR better in |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
@@ -491,33 +491,37 @@ def plot_curves(curves: dict[str, list[list[dict]]], floors: dict[str, float], p
 # ---------------------------------------------------------------------------------------------
 
 
-def run_rows(rows: list[Row], out_dir: str, report_only: bool) -> tuple[dict, dict, dict, dict]:
+def run_rows(settings: Settings) -> tuple[dict, dict, dict, dict]:
     """Trains (unless report_only) and scores every run, seed 0 of every row first, then seed 1,
     ...; returns (runs, info, curves, floors), rows in `rows` order."""
+    known = {r.key: r for r in ROWS}
+    rows = [known[k] for k in settings.models]
+    out_dir, report_only = os.path.abspath(settings.out_dir), settings.report_only
     results = {}  # (row key, seed) -> (scores, info, metrics log)
-    seeds_of = {r.key: _SEEDS.value if r.ablation else _BASELINE_SEEDS.value for r in rows}
+    seeds_of = {r.key: settings.seeds if r.ablation else settings.baseline_seeds for r in rows}
+    where = (settings.variant, settings.dataset, settings.data_dir)
     floors = {}
     for seed in range(max(seeds_of.values())):
         for row in rows:
             if seed >= seeds_of[row.key] or (not row.experiment and seed > 0):
                 continue
             if not row.experiment:
-                config = run_config(ROWS[0], 0, _VARIANT.value, _DATASET.value, _DATA_DIR.value)
+                config = run_config(ROWS[0], 0, *where)
                 workdir = os.path.join(out_dir, "runs", row.key)
                 if report_only and not os.path.exists(os.path.join(workdir, "bench_eval.json")):
                     continue
-                ridge, scores = run_ridge(config, workdir)
+                ridge, scores = run_ridge(config, workdir, settings)
                 info = {"params": ridge["params"], "steps": "-", "ridge": ridge}
                 results[row.key, 0] = (scores, info, None)
                 floors[row.label] = min(ridge["validation_mpjpe"].values())
                 continue
-            config = run_config(row, seed, _VARIANT.value, _DATASET.value, _DATA_DIR.value)
+            config = run_config(row, seed, *where)
             workdir = os.path.join(out_dir, "runs", row.key, f"seed{seed}")
             label = f"{row.label} (seed {seed})"
             if report_only and not os.path.exists(os.path.join(workdir, "bench_done.json")):
                 continue
             done = ensure_trained(label, config, workdir)
-            scores = score_run(label, config, workdir, done["identity"])
+            scores = score_run(label, config, workdir, done["identity"], settings)
             params = json.load(open(os.path.join(workdir, "bench_eval.json")))["params"]
             info = {"params": params, "steps": config.train.num_steps,
                     "steps_per_s": done["steps_per_s"]}  # fmt: skip
@@ -538,34 +542,64 @@ def run_rows(rows: list[Row], out_dir: str, report_only: bool) -> tuple[dict, di
     return runs, info, curves, floors
 
 
+def run(settings: Settings) -> str:
+    """Runs the benchmark; writes results.md, results.json and curves.png; returns the tables.
+
+    Raises:
+      ValueError: an unknown model key, or no finished run to report.
+    """
+    known = [r.key for r in ROWS]
+    unknown = [k for k in settings.models if k not in known]
+    if unknown:
+        raise ValueError(f"--models names '{unknown[0]}', expected keys of {tuple(known)}.")
+    runs, info, curves, floors = run_rows(settings)
+    out_dir = os.path.abspath(settings.out_dir)
+    if not runs:
+        raise ValueError(f"no finished run in {out_dir}, expected at least one (run without "
+                         "--report_only first).")  # fmt: skip
+    summary = summarize(runs, settings.resamples)
+    table = results_markdown(summary, info, settings)
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(table)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump({"summary": summary, "info": info, "runs": runs}, f, indent=1)
+    plot_curves(curves, floors, os.path.join(out_dir, "curves.png"))
+    return table
+
+
 def main(argv):
     del argv
     cli.quiet_logs()
     import tensorflow_datasets as tfds
 
     tfds.disable_progress_bar()
-    known = {r.key: r for r in ROWS}
-    unknown = [k for k in _MODELS.value if k not in known]
-    if unknown:
-        cli.fail(f"--models names '{unknown[0]}', expected keys of {tuple(known)}.")
-    rows = [known[k] for k in _MODELS.value]
-    out_dir = os.path.abspath(_OUT_DIR.value)
+    values = {f.name: getattr(flags.FLAGS, f.name) for f in dataclasses.fields(Settings)}
+    values["models"] = tuple(values["models"])
     start = time.perf_counter()
-    runs, info, curves, floors = run_rows(rows, out_dir, _REPORT_ONLY.value)
-    if not runs:
-        cli.fail(f"no finished run in {out_dir}, expected at least one (run without "
-                 "--report_only first).")  # fmt: skip
-    summary = summarize(runs, _RESAMPLES.value)
-    table = results_markdown(summary, info)
-    with open(os.path.join(out_dir, "results.md"), "w") as f:
-        f.write(table)
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump({"summary": summary, "info": info, "runs": runs}, f, indent=1)
-    plot_curves(curves, floors, os.path.join(out_dir, "curves.png"))
+    try:
+        table = run(Settings(**values))
+    except ValueError as error:
+        cli.fail(str(error))
     print(table)
-    print(f"wrote {out_dir}/results.md, results.json and curves.png "
+    print(f"wrote {os.path.abspath(values['out_dir'])}/results.md, results.json and curves.png "
           f"({(time.perf_counter() - start) / 60:.1f} min)")  # fmt: skip
 
 
+def define_flags() -> None:
+    """The command line: one flag per `Settings` field, with its default."""
+    default = Settings()
+    flags.DEFINE_string("data_dir", default.data_dir, "Where the TFDS datasets are built.")
+    flags.DEFINE_string("out_dir", default.out_dir, "Workdirs, tables and pictures.")
+    flags.DEFINE_list("models", list(default.models), "Rows to run, of ROWS' keys.")
+    flags.DEFINE_integer("seeds", default.seeds, "Seeds of LMR and its ablations.")
+    flags.DEFINE_integer("baseline_seeds", default.baseline_seeds, "Seeds of the other models.")
+    flags.DEFINE_string("variant", default.variant, "The experiment files' variant.")
+    flags.DEFINE_string("dataset", default.dataset, "Train, validation and test dataset.")
+    flags.DEFINE_string("shift", default.shift, "The distribution-shift test set (its test split).")
+    flags.DEFINE_bool("report_only", default.report_only, "Train nothing; report finished runs.")
+    flags.DEFINE_integer("resamples", default.resamples, "Bootstrap resamples.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

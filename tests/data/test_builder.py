@@ -1,5 +1,6 @@
 """The synthetic_motion builder: build `tiny` into a temp dir and read it back without TF."""
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -61,6 +62,26 @@ def test_configs():
     assert {"tiny", "small", "standard", "small_2d", "standard_2d"} <= set(names)
     assert names["small"].feature_dim == 2048 and names["standard"].num_videos == (600, 60, 60)
     assert names["small_2d"].seed != names["small"].seed
+    # The distribution-shift test set: test videos only, of the coordinated motion family.
+    shift = names["shift"]
+    assert shift.num_videos == (0, 0, 60) and shift.family == "coordinated"
+    assert len({c.seed for c in names.values()}) == 3 and names["standard"].family == "parts"
+
+
+def test_a_config_builds_only_its_splits_with_videos(tmp_path, monkeypatch):
+    from tfds_builders.synthetic_motion import synthetic_motion_dataset_builder as module
+
+    tiny_shift = dataclasses.replace(
+        next(c for c in Builder.BUILDER_CONFIGS if c.name == "shift"),
+        name="shift_tiny", num_videos=(0, 0, 2), num_frames=(20, 24), feature_dim=64,
+    )  # fmt: skip
+    builder = module.Builder(config=tiny_shift, data_dir=str(tmp_path), file_format="array_record")
+    builder.download_and_prepare()
+    assert set(builder.info.splits) == {"test"} and builder.info.splits["test"].num_examples == 2
+    video = next(iter(builder.as_data_source("test")))
+    expected = synthetic.generate_video((2, 2, 0), synthetic.MotionConfig(num_frames=(20, 24),
+                                        family="coordinated"))  # fmt: skip
+    np.testing.assert_allclose(video["pose"], expected["pose"], atol=1e-6)
 
 
 def test_command_line(tmp_path, capsys):
