@@ -265,19 +265,19 @@ def ridge_targets(video: dict) -> np.ndarray:
     return np.concatenate([np.asarray(rot6d).reshape(n, -1), video["shape"], video["cam"]], -1)
 
 
+@jax.jit
+def _ridge_forward(body_model, weights, features):
+    out = features @ weights[:-1] + weights[-1]
+    pose6d = out[..., :144].reshape(*out.shape[:-1], 24, 6)
+    result = smpl_outputs(body_model, pose6d[None], out[None, ..., 144:154], out[None, ..., 154:],
+                          "vibe49")  # fmt: skip
+    return {"joints3d": result["joints3d"], "vertices": result["vertices"]}
+
+
 def ridge_apply_fn(weights: np.ndarray, body_model):
-    """A jitted apply function (windows [W, T, D] -> outputs) of linear weights [D + 1, 157]."""
-    weights = jnp.asarray(weights, jnp.float32)
-
-    @jax.jit
-    def apply(features):
-        out = features @ weights[:-1] + weights[-1]
-        pose6d = out[..., :144].reshape(*out.shape[:-1], 24, 6)
-        result = smpl_outputs(body_model, pose6d[None], out[None, ..., 144:154],
-                              out[None, ..., 154:], "vibe49")  # fmt: skip
-        return {"joints3d": result["joints3d"], "vertices": result["vertices"]}
-
-    return apply
+    """The apply function (windows [W, T, D] -> outputs) of linear weights [D + 1, 157]; one
+    compiled program serves every weight matrix of a shape."""
+    return functools.partial(_ridge_forward, body_model, jnp.asarray(weights, jnp.float32))
 
 
 def fit_ridge(config, body_model, lambdas=RIDGE_LAMBDAS) -> tuple[np.ndarray, dict]:
@@ -524,7 +524,8 @@ def run_rows(settings: Settings) -> tuple[dict, dict, dict, dict]:
             scores = score_run(label, config, workdir, done["identity"], settings)
             params = json.load(open(os.path.join(workdir, "bench_eval.json")))["params"]
             info = {"params": params, "steps": config.train.num_steps,
-                    "steps_per_s": done["steps_per_s"]}  # fmt: skip
+                    "steps_per_s": done["steps_per_s"],
+                    "source": done["identity"]["source"][:12]}  # fmt: skip
             log = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
             results[row.key, seed] = (scores, info, log)
     runs, info, curves = {}, {}, {}
@@ -558,13 +559,40 @@ def run(settings: Settings) -> str:
         raise ValueError(f"no finished run in {out_dir}, expected at least one (run without "
                          "--report_only first).")  # fmt: skip
     summary = summarize(runs, settings.resamples)
-    table = results_markdown(summary, info, settings)
+    sources = sorted({i["source"] for i in info.values() if "source" in i})
+    table = (f"Made by `{command_line(settings)}` at commit {_commit()}; the runs' lmr_jax "
+             f"source fingerprint: {', '.join(sources) or '-'}.\n\n")  # fmt: skip
+    table += results_markdown(summary, info, settings)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(table)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump({"summary": summary, "info": info, "runs": runs}, f, indent=1)
     plot_curves(curves, floors, os.path.join(out_dir, "curves.png"))
     return table
+
+
+def command_line(settings: Settings) -> str:
+    """The command that reproduces `settings` (flags that differ from the defaults)."""
+    default = Settings()
+    parts = ["experiments/benchmarks/accuracy.py"]
+    for field in dataclasses.fields(Settings):
+        value = getattr(settings, field.name)
+        if value != getattr(default, field.name):
+            value = ",".join(value) if isinstance(value, tuple) else value
+            parts.append(f"--{field.name}={value}")
+    return " ".join(parts)
+
+
+def _commit() -> str:
+    """The git commit of this checkout (with '+changes' when the tree differs from it)."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+    head = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    dirty = git("status", "--porcelain", "--", "lmr_jax", "tfds_builders", "experiments").strip()
+    return head + ("+changes" if dirty else "")
 
 
 def main(argv):
