@@ -422,16 +422,23 @@ def results_markdown(summary: dict, info: dict[str, dict], settings: Settings) -
     """The tables of results.md."""
     lines = [f"## test ({settings.dataset} test) and shift ({settings.shift} test)",
              "", "Mean ± std over seeds; mm; VIBE's protocol, 14 common joints.", "",
-             "| Model | Params | Seeds | ms/step | Steps | MPJPE | PA-MPJPE | Accel | shift MPJPE "
-             "| shift PA-MPJPE | shift Accel |",
-             "|---|---:|---:|---:|---:|" + "---:|" * 6]  # fmt: skip
+             "Val: the final validation MPJPE (20 videos, mean over seeds) and its change over "
+             "the last sixth of the steps (near 0: converged). ms/step: median in-run training "
+             "step time (data pipeline included).", "",
+             "| Model | Params | Seeds | ms/step | Steps | Val | Val change | MPJPE | PA-MPJPE "
+             "| Accel | shift MPJPE | shift PA-MPJPE | shift Accel |",
+             "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * 6]  # fmt: skip
     for label, row in summary.items():
         i = info[label]
         ms = f"{1000 / i['steps_per_s']:.0f}" if i.get("steps_per_s") else "-"
         keys = ("MPJPE", "PA-MPJPE", "Accel")
         cells = [_cell(row[s][k]) for s in ("test", "shift") for k in keys]
+        val = [f"{i[k]:{fmt}}" if k in i else "-"
+               for k, fmt in (("val_final", ".1f"), ("val_change", "+.1f"))]  # fmt: skip
+        if "ridge" in i:
+            val[0] = f"{min(i['ridge']['validation_mpjpe'].values()):.1f}"
         lines.append(f"| {label} | {metrics.format_params(i['params'])} | {i['seeds']} | {ms} | "
-                     f"{i.get('steps', '-')} | " + " | ".join(cells) + " |")  # fmt: skip
+                     f"{i.get('steps', '-')} | " + " | ".join(val + cells) + " |")  # fmt: skip
     lines += ["", "## LMR minus each model: per-video MPJPE difference (mm), 95% bootstrap "
               "interval over the videos", "",
               "Negative: LMR better. Per-video MPJPE averaged over each model's seeds first.", "",
@@ -527,6 +534,7 @@ def run_rows(settings: Settings) -> tuple[dict, dict, dict, dict]:
                     "steps_per_s": done["steps_per_s"],
                     "source": done["identity"]["source"][:12]}  # fmt: skip
             log = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+            info.update(convergence(log, config.train.num_steps))
             results[row.key, seed] = (scores, info, log)
     runs, info, curves = {}, {}, {}
     for row in rows:
@@ -536,11 +544,25 @@ def run_rows(settings: Settings) -> tuple[dict, dict, dict, dict]:
         runs[row.label] = [{"seed": seed, "scores": r[0]} for seed, r in mine]
         rates = [r[1]["steps_per_s"] for _, r in mine if "steps_per_s" in r[1]]
         info[row.label] = {**mine[0][1][1], "seeds": len(mine)}
+        for key in ("val_final", "val_change"):
+            if key in mine[0][1][1]:
+                info[row.label][key] = float(np.mean([r[1][key] for _, r in mine]))
         if rates:
             info[row.label]["steps_per_s"] = float(np.median(rates))
         if mine[0][1][2] is not None:
             curves[row.label] = [r[2] for _, r in mine]
     return runs, info, curves, floors
+
+
+def convergence(log: list[dict], num_steps: int) -> dict:
+    """The final validation MPJPE of a run and its change over the last sixth of the steps
+    (final minus the last validation at or before 5/6 of them): near 0 on a plateau."""
+    val = [(r["step"], r["val_MPJPE"]) for r in log if "val_MPJPE" in r]
+    if not val:
+        return {}
+    before = [v for step, v in val if step <= num_steps * 5 / 6]
+    change = val[-1][1] - before[-1] if before else float("nan")
+    return {"val_final": val[-1][1], "val_change": change}
 
 
 def run(settings: Settings) -> str:

@@ -14,7 +14,8 @@ is the gradient of the full training loss (losses.compute_losses, final iteratio
 with respect to the parameters, the features being inputs, as in training.
 The body model (6890 vertices for every frame) is part of both models' cost.
 
-Settings: 'paper' is the paper-size setting (batch 32, T = 16, D = 2048, V = 3) with every
+Settings: 'bench' is the accuracy benchmark's (hidden 128 for every model, batch 32, T = 16,
+D = 2048); 'paper' is the paper-size setting (batch 32, T = 16, D = 2048, V = 3) with every
 model at its default width (models.default_model_config: 512 for each of LMR's seven GRUs, 1024
 for VIBE's GRU and regressor); row 'lmr_1024' is LMR with VIBE's width in every GRU.
 'small' is a quick one (batch 4, T = 8, D = 256, hidden 128 for all, V = 3). The target is
@@ -32,16 +33,20 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from lmr_jax import losses, smpl
-from lmr_jax.models import build_model, default_model_config
+from lmr_jax.models import build_model, default_model_config, matched_single_rnn_width
 
 SETTINGS = {
     "small": dict(batch=4, frames=8, features=256, hidden=128, iterations=3),
     "paper": dict(batch=32, frames=16, features=2048, hidden=None, iterations=3),
+    # The accuracy benchmark's runs (lmr_jax.config.bench, experiments/benchmarks/accuracy.py).
+    "bench": dict(batch=32, frames=16, features=2048, hidden=128, iterations=3),
 }
 MODELS = {
     "lmr": ("lmr", {}),
     "lmr_single_rnn": ("lmr", {"single_rnn": True}),
     "lmr_no_root": ("lmr", {"no_root_dependency": True}),
+    # The single RNN widened to LMR's parameter count at the setting's width.
+    "lmr_single_matched": ("lmr", {"single_rnn": True, "single_rnn_hidden_size": "matched"}),
     "lmr_1024": ("lmr", {"hidden_size": 1024}),  # LMR at VIBE's width
     "vibe": ("vibe", {}),
     "hmr": ("hmr", {}),
@@ -110,6 +115,8 @@ def time_interleaved(steps: list[dict], repeats: int, max_seconds: float) -> Non
 def prepare_model(name: str, setting: dict, body, data: dict) -> dict:
     """Builds, initialises and compiles one model's forward and training step."""
     model_name, overrides = MODELS[name]
+    matched = overrides.get("single_rnn_hidden_size") == "matched"
+    overrides = {k: v for k, v in overrides.items() if v != "matched"}
     config = default_model_config(model_name)
     if setting["hidden"] is not None:
         config.hidden_size = setting["hidden"]
@@ -119,6 +126,8 @@ def prepare_model(name: str, setting: dict, body, data: dict) -> dict:
         config.update(overrides)  # widths are the defaults unless the model row names one
     else:
         config.update({k: v for k, v in overrides.items() if k != "hidden_size"})
+    if matched:
+        config.single_rnn_hidden_size = matched_single_rnn_width(config, setting["features"])
     model = build_model(config, body)
     config.scan_unroll = setting["frames"]
     unrolled = build_model(config, body)
