@@ -143,3 +143,17 @@ def test_the_driver_scores_reuses_resumes_and_sets_aside(tiny_data_dir, tmp_path
         bench.run(bench.Settings(models=("nope",)))
     with pytest.raises(ValueError, match="no finished run in"):
         bench.run(_settings(tiny_data_dir, tmp_path / "empty", report_only=True))
+
+
+def test_every_row_runs_its_experiment_files_bench_variant_and_a_budget_check_scales_it():
+    lmr = bench.run_config(bench.ROWS[0], 2, "bench", "synthetic_motion/standard", "data")
+    assert lmr.seed == 2 and lmr.model.hidden_size == 128 and lmr.train.num_steps == 1200
+    assert lmr.eval.split == "" and lmr.data.validation.name == "synthetic_motion/standard"
+    matched = bench.run_config(bench.ROWS[3], 0, "bench", "synthetic_motion/standard", "data")
+    assert matched.model.single_rnn and matched.model.single_rnn_hidden_size > 128
+    longer = bench.run_config(bench.ROWS[0], 0, "bench", "synthetic_motion/standard", "data",
+                              steps=2400)  # fmt: skip
+    assert (longer.train.num_steps, longer.optim.warmup_steps) == (2400, 100)
+    assert (longer.train.eval_every, longer.train.checkpoint_every) == (200, 400)
+    smoke = bench.run_config(bench.ROWS[0], 0, "smoke", "synthetic_motion/tiny", "data", steps=4)
+    assert smoke.train.eval_every == 0  # off stays off

@@ -106,6 +106,7 @@ class Settings:
     seeds: int = 3  # LMR and its ablations
     baseline_seeds: int = 1  # the other models
     variant: str = "bench"
+    steps: int = 0  # > 0: the schedule scaled to this many steps (a budget check)
     dataset: str = "synthetic_motion/standard"  # train, validation, test
     shift: str = "synthetic_motion/shift"  # its test split
     report_only: bool = False
@@ -123,9 +124,19 @@ def load_experiment(path: str, variant: str):
     return module.get_config(variant)
 
 
-def run_config(row: Row, seed: int, variant: str, dataset: str, data_dir: str):
+def run_config(row: Row, seed: int, variant: str, dataset: str, data_dir: str, steps: int = 0):
+    """The config of one run: the row's experiment file at `variant`, trained and validated on
+    `dataset`; `steps` > 0 scales the schedule (steps, warm-up, validation and checkpoint
+    periods) to that many steps."""
     path = os.path.join(ROOT, "experiments", row.experiment)
     config = load_experiment(path, variant + row.suffix)
+    if steps:
+        scale = steps / config.train.num_steps
+        config.train.num_steps = steps
+        config.optim.warmup_steps = round(config.optim.warmup_steps * scale)
+        for period in ("eval_every", "checkpoint_every", "log_every"):
+            if config.train[period] > 0:  # 0 (off) stays off
+                config.train[period] = max(1, round(config.train[period] * scale))
     config.seed = seed
     config.data.data_dir = data_dir
     for source in config.data.train.values():
@@ -506,7 +517,7 @@ def run_rows(settings: Settings) -> tuple[dict, dict, dict, dict]:
     out_dir, report_only = os.path.abspath(settings.out_dir), settings.report_only
     results = {}  # (row key, seed) -> (scores, info, metrics log)
     seeds_of = {r.key: settings.seeds if r.ablation else settings.baseline_seeds for r in rows}
-    where = (settings.variant, settings.dataset, settings.data_dir)
+    where = (settings.variant, settings.dataset, settings.data_dir, settings.steps)
     floors = {}
     for seed in range(max(seeds_of.values())):
         for row in rows:
@@ -644,6 +655,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("seeds", default.seeds, "Seeds of LMR and its ablations.")
     flags.DEFINE_integer("baseline_seeds", default.baseline_seeds, "Seeds of the other models.")
     flags.DEFINE_string("variant", default.variant, "The experiment files' variant.")
+    flags.DEFINE_integer("steps", default.steps, "> 0: scale the schedule to this many steps.")
     flags.DEFINE_string("dataset", default.dataset, "Train, validation and test dataset.")
     flags.DEFINE_string("shift", default.shift, "The distribution-shift test set (its test split).")
     flags.DEFINE_bool("report_only", default.report_only, "Train nothing; report finished runs.")
