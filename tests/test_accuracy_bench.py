@@ -157,3 +157,4 @@ def test_every_row_runs_its_experiment_files_bench_variant_and_a_budget_check_sc
     assert (longer.train.eval_every, longer.train.checkpoint_every) == (200, 400)
     smoke = bench.run_config(bench.ROWS[0], 0, "smoke", "synthetic_motion/tiny", "data", steps=4)
     assert smoke.train.eval_every == 0  # off stays off
+    assert bench.run_config(bench.ROWS[0], 0, "bench", "d", "data", lr=3e-3).optim.lr == 3e-3

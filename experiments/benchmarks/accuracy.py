@@ -107,6 +107,7 @@ class Settings:
     baseline_seeds: int = 1  # the other models
     variant: str = "bench"
     steps: int = 0  # > 0: the schedule scaled to this many steps (a budget check)
+    lr: float = 0.0  # > 0: another peak learning rate (a schedule check on validation)
     dataset: str = "synthetic_motion/standard"  # train, validation, test
     shift: str = "synthetic_motion/shift"  # its test split
     report_only: bool = False
@@ -124,12 +125,17 @@ def load_experiment(path: str, variant: str):
     return module.get_config(variant)
 
 
-def run_config(row: Row, seed: int, variant: str, dataset: str, data_dir: str, steps: int = 0):
+def run_config(
+    row: Row, seed: int, variant: str, dataset: str, data_dir: str, steps: int = 0,
+    lr: float = 0.0,
+):  # fmt: skip
     """The config of one run: the row's experiment file at `variant`, trained and validated on
     `dataset`; `steps` > 0 scales the schedule (steps, warm-up, validation and checkpoint
-    periods) to that many steps."""
+    periods) to that many steps, `lr` > 0 replaces the peak learning rate."""
     path = os.path.join(ROOT, "experiments", row.experiment)
     config = load_experiment(path, variant + row.suffix)
+    if lr:
+        config.optim.lr = lr
     if steps:
         scale = steps / config.train.num_steps
         config.train.num_steps = steps
@@ -517,7 +523,7 @@ def run_rows(settings: Settings) -> tuple[dict, dict, dict, dict]:
     out_dir, report_only = os.path.abspath(settings.out_dir), settings.report_only
     results = {}  # (row key, seed) -> (scores, info, metrics log)
     seeds_of = {r.key: settings.seeds if r.ablation else settings.baseline_seeds for r in rows}
-    where = (settings.variant, settings.dataset, settings.data_dir, settings.steps)
+    where = (settings.variant, settings.dataset, settings.data_dir, settings.steps, settings.lr)
     floors = {}
     for seed in range(max(seeds_of.values())):
         for row in rows:
@@ -656,6 +662,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("baseline_seeds", default.baseline_seeds, "Seeds of the other models.")
     flags.DEFINE_string("variant", default.variant, "The experiment files' variant.")
     flags.DEFINE_integer("steps", default.steps, "> 0: scale the schedule to this many steps.")
+    flags.DEFINE_float("lr", default.lr, "> 0: another peak learning rate.")
     flags.DEFINE_string("dataset", default.dataset, "Train, validation and test dataset.")
     flags.DEFINE_string("shift", default.shift, "The distribution-shift test set (its test split).")
     flags.DEFINE_bool("report_only", default.report_only, "Train nothing; report finished runs.")
