@@ -78,7 +78,7 @@ def _settings(tiny_data_dir, tmp_path, **kwargs):
     return bench.Settings(
         data_dir=tiny_data_dir, out_dir=str(tmp_path / "bench"), models=("lmr", "ridge"),
         seeds=1, variant="smoke", dataset="synthetic_motion/tiny",
-        shift="synthetic_motion/tiny", resamples=200, **kwargs,
+        shift="synthetic_motion/tiny", resamples=200, ridge_lambdas=(10.0,), **kwargs,
     )  # fmt: skip
 
 
@@ -96,7 +96,9 @@ def test_ridge_solves_the_normal_equations_of_every_training_frame(tiny_data_dir
     assert list(curve) == [10.0] and np.isfinite(curve[10.0])
 
 
-def test_the_driver_scores_reuses_resumes_and_sets_aside(tiny_data_dir, tmp_path, capsys):
+def test_the_driver_scores_reuses_resumes_and_sets_aside(
+    tiny_data_dir, tmp_path, capsys, monkeypatch
+):
     settings = _settings(tiny_data_dir, tmp_path)
     table = bench.run(settings)
     out = capsys.readouterr().out
@@ -133,11 +135,15 @@ def test_the_driver_scores_reuses_resumes_and_sets_aside(tiny_data_dir, tmp_path
     identity = json.load(open(identity_file))
     identity["source"] = "another code version"
     json.dump(identity, open(identity_file, "w"))
-    bench.run(settings)
+    trained = []  # the retraining itself is the first run's; only its start is checked here
+    monkeypatch.setattr(bench.train, "train", lambda config, workdir: trained.append(workdir))
+    with pytest.raises(FileNotFoundError):  # the fake training wrote no metrics
+        bench.run(settings)
     out = capsys.readouterr().out
-    assert "made with another config or code; moved to" in out
-    assert "LMR (seed 0): training 2 steps" in out
-    assert [p for p in os.listdir(folder / "runs" / "lmr") if p.startswith("seed0.old-")]
+    assert "made with another config or code; moved to" in out and trained == [workdir]
+    moved = [p for p in os.listdir(folder / "runs" / "lmr") if p.startswith("seed0.old-")]
+    assert len(moved) == 1 and (folder / "runs" / "lmr" / moved[0] / "bench_done.json").exists()
+    assert json.load(open(identity_file))["source"] != "another code version"
 
     with pytest.raises(ValueError, match="--models names 'nope'"):
         bench.run(bench.Settings(models=("nope",)))

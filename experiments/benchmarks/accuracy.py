@@ -112,6 +112,7 @@ class Settings:
     shift: str = "synthetic_motion/shift"  # its test split
     report_only: bool = False
     resamples: int = 10_000
+    ridge_lambdas: tuple[float, ...] = RIDGE_LAMBDAS  # the penalties tried on validation
 
     def test_sets(self) -> dict[str, str]:
         return {"test": self.dataset, "shift": self.shift}
@@ -328,7 +329,7 @@ def fit_ridge(config, body_model, lambdas=RIDGE_LAMBDAS) -> tuple[np.ndarray, di
 def run_ridge(config, workdir: str, settings: Settings) -> tuple[dict, dict]:
     """Fits (or reuses) the ridge floor and scores it; returns (info, scores)."""
     identity = {**reuse.run_identity(config), "scoring": SCORING_VERSION,
-                "sets": settings.test_sets()}  # fmt: skip
+                "sets": settings.test_sets(), "lambdas": list(settings.ridge_lambdas)}  # fmt: skip
     cache = os.path.join(workdir, "bench_eval.json")
     if os.path.exists(cache):
         saved = json.load(open(cache))
@@ -338,7 +339,7 @@ def run_ridge(config, workdir: str, settings: Settings) -> tuple[dict, dict]:
     print("Ridge: fitting on the training frames", flush=True)
     start = time.perf_counter()
     body_model = smpl.resolve(config.smpl_path or None)
-    weights, curve = fit_ridge(config, body_model)
+    weights, curve = fit_ridge(config, body_model, settings.ridge_lambdas)
     apply = ridge_apply_fn(weights, body_model)
     scores = {name: score_videos(apply, _videos(config, dataset, "test"), body_model,
                                  config.data.window)
@@ -617,7 +618,7 @@ def command_line(settings: Settings) -> str:
     for field in dataclasses.fields(Settings):
         value = getattr(settings, field.name)
         if value != getattr(default, field.name):
-            value = ",".join(value) if isinstance(value, tuple) else value
+            value = ",".join(map(str, value)) if isinstance(value, tuple) else value
             parts.append(f"--{field.name}={value}")
     return " ".join(parts)
 
@@ -642,6 +643,7 @@ def main(argv):
     tfds.disable_progress_bar()
     values = {f.name: getattr(flags.FLAGS, f.name) for f in dataclasses.fields(Settings)}
     values["models"] = tuple(values["models"])
+    values["ridge_lambdas"] = tuple(float(v) for v in values["ridge_lambdas"])
     start = time.perf_counter()
     try:
         table = run(Settings(**values))
@@ -667,6 +669,8 @@ def define_flags() -> None:
     flags.DEFINE_string("shift", default.shift, "The distribution-shift test set (its test split).")
     flags.DEFINE_bool("report_only", default.report_only, "Train nothing; report finished runs.")
     flags.DEFINE_integer("resamples", default.resamples, "Bootstrap resamples.")
+    flags.DEFINE_list("ridge_lambdas", [str(v) for v in default.ridge_lambdas],
+                      "Ridge penalties tried on validation.")  # fmt: skip
 
 
 if __name__ == "__main__":
