@@ -1,6 +1,7 @@
 """The accuracy benchmark driver (experiments/benchmarks/accuracy.py): its intervals, breakdowns
 and ridge floor against naive forms, its scores against lmr_jax.evaluate, and its reuse rules."""
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -137,6 +138,9 @@ def test_the_driver_scores_reuses_resumes_and_sets_aside(
     json.dump(identity, open(identity_file, "w"))
     trained = []  # the retraining itself is the first run's; only its start is checked here
     monkeypatch.setattr(bench.train, "train", lambda config, workdir: trained.append(workdir))
+    # --report_only reports the finished runs whatever code made them, and trains nothing.
+    assert "| LMR |" in bench.run(dataclasses.replace(settings, report_only=True))
+    assert trained == [] and "moved to" not in capsys.readouterr().out
     with pytest.raises(FileNotFoundError):  # the fake training wrote no metrics
         bench.run(settings)
     out = capsys.readouterr().out

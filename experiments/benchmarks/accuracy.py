@@ -32,8 +32,9 @@ as a line), runs/<row>/seed<k>/ (workdirs: checkpoints, metrics.jsonl, bench_eva
 Resuming: a run's workdir holds bench_run.json (its config, the package version and the source
 fingerprint, lmr_jax.reuse.run_identity). A finished run with the same identity is reused; an
 unfinished one continues from its last checkpoint (every 200 steps); a run made with another
-config or code is moved aside (never deleted) and trained again. Evaluations are cached per run
-with the identity and a fingerprint of this file.
+config or code is moved aside (never deleted) and trained again. Scores are cached per run with
+its identity and `SCORING_VERSION`. `--report_only` trains nothing and reports the finished runs
+as they are, whatever code made them (results.md names the runs' source fingerprints).
 """
 
 from __future__ import annotations
@@ -333,7 +334,7 @@ def run_ridge(config, workdir: str, settings: Settings) -> tuple[dict, dict]:
     cache = os.path.join(workdir, "bench_eval.json")
     if os.path.exists(cache):
         saved = json.load(open(cache))
-        if saved["key"] == identity:
+        if saved["key"] == identity or settings.report_only:
             print(f"Ridge: finished run found in {workdir}, not refitted", flush=True)
             return saved["info"], saved["scores"]
     print("Ridge: fitting on the training frames", flush=True)
@@ -543,9 +544,13 @@ def run_rows(settings: Settings) -> tuple[dict, dict, dict, dict]:
             config = run_config(row, seed, *where)
             workdir = os.path.join(out_dir, "runs", row.key, f"seed{seed}")
             label = f"{row.label} (seed {seed})"
-            if report_only and not os.path.exists(os.path.join(workdir, "bench_done.json")):
+            done_file = os.path.join(workdir, "bench_done.json")
+            if report_only and not os.path.exists(done_file):
                 continue
-            done = ensure_trained(label, config, workdir)
+            if report_only:  # whatever code made it: its fingerprint goes into results.md
+                done = json.load(open(done_file))
+            else:
+                done = ensure_trained(label, config, workdir)
             scores = score_run(label, config, workdir, done["identity"], settings)
             params = json.load(open(os.path.join(workdir, "bench_eval.json")))["params"]
             info = {"params": params, "steps": config.train.num_steps,
