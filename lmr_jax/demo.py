@@ -36,6 +36,12 @@ _STEPS = flags.DEFINE_integer(
 )
 
 DATASET = "synthetic_motion/small"
+CAVEAT = (
+    "Short runs (one seed, a few hundred steps on synthetic_motion/small; the whole demo takes "
+    "about 7 minutes on 2 cores), far from converged: not a comparison of the models. The "
+    "comparison of converged runs with several seeds and intervals is the benchmark table in "
+    "README.md (experiments/benchmarks/accuracy.py)."
+)
 
 
 def demo_configs() -> dict:
@@ -126,7 +132,7 @@ def main(argv):
         rows[label] = run_model(label, config, workdir)
         configs[label] = (config, workdir)
 
-    table = evaluate.results_table(rows)
+    table = evaluate.results_table(rows) + "\n\n" + CAVEAT
     print(f"\n[3] test split of {DATASET} ({configs['LMR'][0].eval.protocol} protocol, mm):")
     print(table)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
