@@ -467,10 +467,22 @@ def _torch_module_name(name: str) -> str:
     return {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}.get(name, name)
 
 
+def _torchvision_order(key: str) -> tuple:
+    """Sort key of torchvision's state-dict order: modules as the network runs them (conv1, bn1,
+    layer1..4; in a block conv1, bn1, ..., downsample), then weight, bias, running_mean/var."""
+    *modules, leaf = key.split(".")
+    rank = []
+    for name in modules:
+        kind, number = re.fullmatch(r"([a-z]*)(\d*)", name).groups()
+        offset = {"": 0, "conv": 0, "bn": 0, "layer": 100, "downsample": 1000}[kind]
+        rank.append((offset + int(number or 0), int(kind == "bn")))
+    return (*rank, (("weight", "bias", "running_mean", "running_var").index(leaf), 0))
+
+
 @functools.cache
 def resnet_torch_shapes(depth: int = 50) -> dict[str, tuple[tuple[str, ...], tuple[int, ...]]]:
-    """torchvision's ResNet state-dict keys (without fc and num_batches_tracked), derived from
-    models.resnet's variables by abstract evaluation (nothing is allocated).
+    """torchvision's ResNet state-dict keys (without fc and num_batches_tracked) in torchvision's
+    order, derived from models.resnet's variables by abstract evaluation (nothing is allocated).
 
     Args:
       depth: 18, 34, 50, 101 or 152.
@@ -487,7 +499,7 @@ def resnet_torch_shapes(depth: int = 50) -> dict[str, tuple[tuple[str, ...], tup
         key = ".".join([*map(_torch_module_name, path[1:-1]), leaf_name])
         shape = tuple(leaf.shape)
         shapes[key] = (path, (shape[3], shape[2], shape[0], shape[1]) if len(shape) == 4 else shape)
-    return shapes
+    return {key: shapes[key] for key in sorted(shapes, key=_torchvision_order)}
 
 
 def resnet_variables(state: Mapping[str, Any], depth: int = 50, source: str = "") -> dict:
@@ -517,6 +529,10 @@ def resnet_variables(state: Mapping[str, Any], depth: int = 50, source: str = ""
             if not key.endswith(".num_batches_tracked"):
                 raise CheckpointError(f"'{source}' has '{key}', which {what} does not have "
                                       "(is the checkpoint of another depth?).")  # fmt: skip
+    missing = [key for key in expected if key not in state]
+    if len(missing) > 1:
+        raise CheckpointError(f"'{source}' has no '{missing[0]}' (nor {len(missing) - 1} other "
+                              f"keys) of {what}; is the checkpoint of another depth?")  # fmt: skip
     flat = {}
     for key, (path, shape) in expected.items():
         value = _array(state, key, source, shape, what)
