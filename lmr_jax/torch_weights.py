@@ -45,7 +45,7 @@ from flax import traverse_util
 
 from lmr_jax.models.hmr import HMRRegressor
 from lmr_jax.models.params import NUM_BETAS, NUM_JOINTS, MeanParams
-from lmr_jax.models.resnet import DEPTHS, resnet
+from lmr_jax.models.resnet import DEPTHS, ResNet, resnet
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
@@ -479,20 +479,35 @@ def _torchvision_order(key: str) -> tuple:
     return (*rank, (("weight", "bias", "running_mean", "running_var").index(leaf), 0))
 
 
-@functools.cache
-def resnet_torch_shapes(depth: int = 50) -> dict[str, tuple[tuple[str, ...], tuple[int, ...]]]:
+def _resnet(depth: int | ResNet) -> tuple[ResNet, str]:
+    """(the module, its name for messages) of a torchvision depth or a ResNet module."""
+    if isinstance(depth, ResNet):
+        return depth, f"a {depth.block} ResNet with stages {tuple(depth.stage_sizes)}"
+    if depth not in DEPTHS:
+        raise CheckpointError(f"ResNet depth is {depth}, expected one of {tuple(DEPTHS)}.")
+    return resnet(depth), f"a torchvision ResNet-{depth}"
+
+
+def resnet_torch_shapes(depth: int | ResNet = 50) -> dict[str, tuple[tuple[str, ...], tuple]]:
     """torchvision's ResNet state-dict keys (without fc and num_batches_tracked) in torchvision's
     order, derived from models.resnet's variables by abstract evaluation (nothing is allocated).
 
     Args:
-      depth: 18, 34, 50, 101 or 152.
+      depth: 18, 34, 50, 101 or 152, or a models.resnet.ResNet of any stage sizes.
 
     Returns:
       {torch key: (flax variable path, torch shape)}, e.g. 'layer1.0.conv1.weight':
       (('params', 'layer1_0', 'conv1', 'kernel'), (64, 64, 1, 1)); conv weights are OIHW.
     """
+    model, _ = _resnet(depth)
+    return _torch_shapes(tuple(model.stage_sizes), model.block)
+
+
+@functools.cache
+def _torch_shapes(stage_sizes: tuple[int, ...], block: str) -> dict:
     images = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
-    variables = jax.eval_shape(resnet(depth).init, jax.random.key(0), images)
+    model = ResNet(stage_sizes=stage_sizes, block=block)
+    variables = jax.eval_shape(model.init, jax.random.key(0), images)
     shapes = {}
     for path, leaf in traverse_util.flatten_dict(variables).items():
         leaf_name = _RESNET_LEAVES[(path[0], path[-1])]
@@ -502,14 +517,15 @@ def resnet_torch_shapes(depth: int = 50) -> dict[str, tuple[tuple[str, ...], tup
     return {key: shapes[key] for key in sorted(shapes, key=_torchvision_order)}
 
 
-def resnet_variables(state: Mapping[str, Any], depth: int = 50, source: str = "") -> dict:
+def resnet_variables(state: Mapping[str, Any], depth: int | ResNet = 50, source: str = "") -> dict:
     """models.resnet variables from a torchvision ResNet state dict (keys without 'module.').
 
     `fc.*`, `num_batches_tracked` and keys of other modules (SPIN's regressor) are ignored.
 
     Args:
       state: {torchvision key: array}.
-      depth: the ResNet's depth.
+      depth: the ResNet's depth (18, 34, 50, 101, 152), or a models.resnet.ResNet of any stage
+        sizes named as torchvision names its layers.
       source: the file's name, for error messages.
 
     Returns:
@@ -520,10 +536,8 @@ def resnet_variables(state: Mapping[str, Any], depth: int = 50, source: str = ""
       CheckpointError: naming a missing key, a key of unexpected shape, or a ResNet key that
         this depth does not have.
     """
-    if depth not in DEPTHS:
-        raise CheckpointError(f"ResNet depth is {depth}, expected one of {tuple(DEPTHS)}.")
+    _, what = _resnet(depth)
     expected = resnet_torch_shapes(depth)
-    what = f"a torchvision ResNet-{depth}"
     for key in state:
         if _RESNET_KEY.match(key) and key not in expected:
             if not key.endswith(".num_batches_tracked"):

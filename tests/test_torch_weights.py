@@ -15,7 +15,7 @@ import pytest
 
 from lmr_jax import geometry, torch_weights
 from lmr_jax.models.hmr import HMR, HMRRegressor
-from lmr_jax.models.resnet import ResNet18
+from lmr_jax.models.resnet import ResNet, ResNet18
 from tests import torch_files
 from tests.models.small_models import body_model
 
@@ -192,10 +192,11 @@ TORCHVISION = {18: ((2, 2, 2, 2), "basic"), 34: ((3, 4, 6, 3), "basic"),
                50: ((3, 4, 6, 3), "bottleneck")}  # fmt: skip
 
 
-def torchvision_resnet_shapes(depth: int) -> dict:
+def torchvision_resnet_shapes(depth: int | tuple) -> dict:
     """torchvision's resnet{depth}().state_dict() keys and shapes, without fc, written out
-    from torchvision's models/resnet.py (_make_layer, BasicBlock, Bottleneck)."""
-    stages, block = TORCHVISION[depth]
+    from torchvision's models/resnet.py (_make_layer, BasicBlock, Bottleneck); `depth` may also
+    be (stage sizes, block) for a smaller network of the same construction."""
+    stages, block = TORCHVISION[depth] if isinstance(depth, int) else depth
     expansion = 1 if block == "basic" else 4
     shapes = {}
 
@@ -226,7 +227,7 @@ def torchvision_resnet_shapes(depth: int) -> dict:
     return shapes
 
 
-def random_resnet_state(depth: int, seed: int = 0) -> dict:
+def random_resnet_state(depth: int | tuple, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     state = torch_files.state_dict([])
     for key, shape in torchvision_resnet_shapes(depth).items():
@@ -273,17 +274,24 @@ def np_max_pool(x):
     return np.max(windows, axis=0)
 
 
-def np_resnet18(state, images):
-    """torchvision's resnet18 forward without fc, in float64: [N, H, W, 3] -> [N, 512]."""
+def np_resnet(state, images, depth=18):
+    """torchvision's ResNet forward without fc, in float64: [N, H, W, 3] -> [N, F]; BasicBlock
+    or Bottleneck (stride in its 3x3 conv2, torchvision v1.5)."""
+    stages, block = TORCHVISION[depth] if isinstance(depth, int) else depth
     relu = lambda v: np.maximum(v, 0.0)
     x = relu(np_bn(np_conv(images, state["conv1.weight"], 2, 3), state, "bn1"))
     x = np_max_pool(x)
-    for stage in range(4):
-        for index in range(2):
+    for stage, blocks in enumerate(stages):
+        for index in range(blocks):
             p = f"layer{stage + 1}.{index}."
             stride = 2 if stage > 0 and index == 0 else 1
-            out = relu(np_bn(np_conv(x, state[p + "conv1.weight"], stride, 1), state, p + "bn1"))
-            out = np_bn(np_conv(out, state[p + "conv2.weight"], 1, 1), state, p + "bn2")
+            convs = [(1, 1, 0), (2, stride, 1), (3, 1, 0)] if block == "bottleneck" else [
+                (1, stride, 1), (2, 1, 1)]  # fmt: skip
+            out = x
+            for i, conv_stride, pad in convs:
+                out = np_conv(out, state[f"{p}conv{i}.weight"], conv_stride, pad)
+                out = np_bn(out, state, f"{p}bn{i}")
+                out = relu(out) if i < len(convs) else out
             if p + "downsample.0.weight" in state:
                 x = np_bn(np_conv(x, state[p + "downsample.0.weight"], stride, 0), state,
                           p + "downsample.1")  # fmt: skip
@@ -360,7 +368,7 @@ def test_spin_checkpoint_backbone_and_regressor_match_numpy(resnet18_state, spin
     images = np.random.default_rng(2).normal(size=(2, 36, 44, 3)).astype(np.float32)
     variables = torch_weights.load_resnet(spin_file, depth=18)
     features = np.asarray(jax.jit(ResNet18().apply)(variables, images))
-    reference = np_resnet18(resnet18_state, images.astype(np.float64))
+    reference = np_resnet(resnet18_state, images.astype(np.float64), 18)
     assert features.shape == (2, 512)
     scale = np.abs(reference).max()
     np.testing.assert_allclose(features, reference, rtol=1e-4, atol=1e-5 * scale)
@@ -376,6 +384,20 @@ def test_spin_checkpoint_backbone_and_regressor_match_numpy(resnet18_state, spin
     rotmats = geometry.rot6d_to_matrix(pose6d[-1])
     np.testing.assert_allclose(rotmats.reshape(-1, 3, 3), np_spin_rot6d_to_rotmat(spin[-1][0]),
                                atol=1e-5)  # fmt: skip
+
+
+def test_bottleneck_resnet_matches_numpy():
+    """Bottlenecks (ResNet-50's block: stride in the 3x3 conv, a downsample on the first block
+    of every stage) on a two-stage network of the same construction."""
+    layout = ((2, 1), "bottleneck")
+    state = random_resnet_state(layout, seed=3)
+    model = ResNet(stage_sizes=layout[0], block=layout[1])
+    variables = torch_weights.resnet_variables(state, model, "tiny.pth")
+    images = np.random.default_rng(4).normal(size=(2, 20, 26, 3)).astype(np.float32)
+    features = np.asarray(jax.jit(model.apply)(variables, images))
+    reference = np_resnet(state, images.astype(np.float64), layout)
+    assert features.shape == (2, 512)
+    np.testing.assert_allclose(features, reference, rtol=1e-4, atol=1e-5 * np.abs(reference).max())
 
 
 def test_spin_regressor_is_hmr_regressor_subtree(spin_file):
