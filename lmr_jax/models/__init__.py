@@ -27,6 +27,7 @@ from lmr_jax.models.layers import FeedForward, StackedDense
 from lmr_jax.models.lmr import LMR, PartRecurrences, SingleRecurrence
 from lmr_jax.models.params import MeanParams, load_mean_params, smpl_outputs
 from lmr_jax.models.recurrent import GRU, gru_scan
+from lmr_jax.models.resnet import ResNet, ResNet18, ResNet34, ResNet50
 from lmr_jax.models.vibe import VIBE, TemporalEncoder
 
 MODEL_NAMES = ("lmr", "vibe", "hmr")
@@ -257,6 +258,10 @@ __all__ = [
     "FeedForward",
     "MeanParams",
     "PartRecurrences",
+    "ResNet",
+    "ResNet18",
+    "ResNet34",
+    "ResNet50",
     "SingleRecurrence",
     "StackedDense",
     "TemporalEncoder",
