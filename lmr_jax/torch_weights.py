@@ -152,7 +152,9 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
     view = np.lib.stride_tricks.as_strided(
         base, shape=size, strides=[s * storage.itemsize for s in stride], writeable=False
     )
-    return np.array(view, dtype=storage.dtype.newbyteorder("="))
+    tensor = np.empty(size, dtype=storage.dtype.newbyteorder("="))  # native order, owned
+    tensor[...] = view
+    return tensor
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *state):
