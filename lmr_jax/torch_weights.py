@@ -20,7 +20,9 @@ runs.
 
 The key maps: `load_resnet` turns a torchvision ResNet state dict (also SPIN's checkpoint, whose
 'model' holds the ResNet-50 and the HMR regressor, and DataParallel's 'module.' keys) into
-models.resnet variables; `load_spin_regressor` turns SPIN's regressor into HMRRegressor parameters.
+models.resnet variables; `load_spin_regressor` turns SPIN's regressor into HMRRegressor parameters;
+`load_vibe` turns VIBE's released generator into our VIBE-style model and its parameters (its key
+map lives in torch_maps.py).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from lmr_jax import smpl as smpl_lib
+from lmr_jax.models import build_model
 from lmr_jax.models.hmr import HMRRegressor
 from lmr_jax.models.params import NUM_BETAS, NUM_JOINTS, MeanParams
 from lmr_jax.models.resnet import DEPTHS, ResNet, resnet
@@ -685,3 +689,53 @@ def load_spin_regressor(path: str) -> tuple[dict, MeanParams | None]:
     checkpoint = read_checkpoint(path)
     state = find_state_dict(checkpoint, lambda k: k.startswith("fc1."), "SPIN regressor", path)
     return spin_regressor_params(state, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# VIBE's generator
+# ---------------------------------------------------------------------------------------------
+
+
+def load_vibe(
+    path: str,
+    body_model: smpl_lib.SMPLModel | None = None,
+    *,
+    use_residual: bool = True,
+    joint_layout: str = "vibe49",
+):
+    """VIBE's released generator (`vibe_model_w_3dpw.pth.tar`, `vibe_model_wo_3dpw.pth.tar`) as
+    our VIBE-style model, built to the checkpoint's own architecture, and its parameters.
+
+        model, params = load_vibe('vibe_model_wo_3dpw.pth.tar', smpl.load(SMPL_DIR))
+        outputs = model.apply({'params': params}, features)   # SPIN features [B, T, 2048]
+        outputs['rotmats'], outputs['betas'], outputs['cam']  # VIBE's final iteration
+
+    The GRU's hidden size, layers and direction, the encoder's linear layer and the regressor's
+    width come from the state dict's shapes, the mean parameters from its `regressor.init_pose /
+    init_shape / init_cam` buffers. The SMPL arrays under `regressor.smpl.*`, the optimizer
+    states and the motion discriminator are skipped (see torch_maps).
+
+    Args:
+      path: the .pth.tar file ('gen_state_dict' inside, or a bare generator state dict).
+      body_model: the SMPL model of the outputs' meshes and joints (None: smpl.resolve(), i.e.
+        $LMR_JAX_SMPL_DIR or the procedural body). The rotation matrices, betas and camera do not
+        depend on it.
+      use_residual: VIBE's `use_residual`, which a state dict cannot tell (True, as in VIBE's
+        released models).
+      joint_layout: layout of the `joints3d` / `kp2d` outputs.
+
+    Returns:
+      (models.vibe.VIBE, its params {'encoder': ..., 'regressor': ...} as float32 numpy arrays).
+
+    Raises:
+      CheckpointError (a ValueError): the file cannot be read or holds no VIBE generator, or a key
+        is missing, of unexpected shape or not VIBE's (the message names it).
+    """
+    from lmr_jax import torch_maps  # it imports this module, so not at the top
+
+    state = torch_maps.vibe_generator_state(read_checkpoint(path), path)
+    config, params, mean_params = torch_maps.vibe_params(state, path, use_residual)
+    config.joint_layout = joint_layout
+    body_model = smpl_lib.resolve() if body_model is None else body_model
+    model = build_model(config, body_model).clone(mean_params=mean_params)
+    return model, params
