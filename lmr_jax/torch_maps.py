@@ -110,10 +110,13 @@ def _check_keys(state: Mapping[str, Any], source: str) -> tuple[int, int]:
 
 def _gru_params(state: Mapping[str, Any], source: str, layers: int, dirs: int):
     """(recurrent.GRU parameters, H, D) from torch's nn.GRU keys under 'encoder.gru.'."""
-    shape = np.shape(state.get("encoder.gru.weight_hh_l0"))
+    if "encoder.gru.weight_hh_l0" not in state:
+        raise CheckpointError(f"'{source}' has no 'encoder.gru.weight_hh_l0', which {_WHAT} "
+                              "needs.")  # fmt: skip
+    shape = np.shape(state["encoder.gru.weight_hh_l0"])
     if not (len(shape) == 2 and shape[0] == 3 * shape[1] > 0):
         raise CheckpointError(f"'{source}': 'encoder.gru.weight_hh_l0' has shape "
-                              f"{shape or None}, expected [3H, H] for {_WHAT}.")  # fmt: skip
+                              f"{shape}, expected [3H, H] for {_WHAT}.")  # fmt: skip
     hidden = shape[1]
     first = np.shape(state.get("encoder.gru.weight_ih_l0"))
     dim = first[1] if len(first) == 2 else 0  # else _array names the key below
