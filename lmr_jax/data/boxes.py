@@ -92,7 +92,7 @@ def _json_boxes(data, path: str) -> tuple[np.ndarray | None, object]:
     if isinstance(data, dict) and "bbox" in data:
         return data.get("frame_ids"), data["bbox"]
     if not isinstance(data, list):
-        raise BoxError(f"{path} holds a {type(data).__name__}, expected a list of boxes or an "
+        raise BoxError(f"{path} holds a JSON {_json_kind(data)}, expected a list of boxes or an "
                        "object with 'bbox' and 'frame_ids'.")  # fmt: skip
     if all(isinstance(entry, dict) for entry in data) and data:
         try:
@@ -195,8 +195,8 @@ def read_keypoints(path: str) -> tuple[list[int], list[np.ndarray | None]]:
     if isinstance(data, dict) and "people" in data:
         raise BoxError(f"{path} is one OpenPose frame; pass the folder of all frames' files.")
     if not isinstance(data, list):
-        raise BoxError(f"{path} holds a {type(data).__name__}, expected a list with one entry "
-                       "per frame.")  # fmt: skip
+        raise BoxError(f"{path} holds a JSON {_json_kind(data)}, expected a list with one "
+                       "entry per frame.")  # fmt: skip
     if data and all(isinstance(e, dict) and "keypoints" in e for e in data):
         return _coco_results(data, path)
     keypoints = [_frame_keypoints(e, f"{path} entry {i}") for i, e in enumerate(data)]
@@ -251,6 +251,12 @@ def _person(values, where: str) -> np.ndarray:
     if not np.isfinite(array).all():
         raise BoxError(f"{where} holds NaN or infinite keypoint values.")
     return array
+
+
+def _json_kind(value) -> str:
+    kinds = {dict: "object", list: "list", str: "string", bool: "boolean", int: "number",
+             float: "number", type(None): "null"}  # fmt: skip
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _shape(values) -> str:
