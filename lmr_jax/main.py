@@ -130,8 +130,6 @@ def _extract() -> None:
 
 
 def _predict(config) -> None:
-    import os
-
     from lmr_jax import predict, smpl, train
     from lmr_jax.data.schema import DatasetError
 
@@ -140,9 +138,6 @@ def _predict(config) -> None:
     smpl_path = _SMPL_PATH.value or (config.smpl_path if config else "") or None
     extraction = _extraction()
     video = None if extraction else _VIDEO.value
-    if video and config is None and os.path.isfile(video):
-        fail(f"--video={video} is a file: predicting from it needs --bboxes=TRACK (or "
-             "--keypoints=PATH) and --weights=CHECKPOINT to extract its features.")  # fmt: skip
     try:
         written = predict.run(
             _WORKDIR.value, config=config, input_path=_INPUT.value, video=video,

@@ -493,6 +493,10 @@ def run(
         raise PredictError("predict needs exactly one of --input=FEATURES.npz, --video=NAME "
                            "(a dataset's) and a video file or image folder to extract "
                            "features from.")  # fmt: skip
+    if video is not None and config is None and os.path.isfile(video):
+        raise PredictError(f"--video={video} is a file: predicting from it needs "
+                           "--bboxes=TRACK (or --keypoints=PATH) and --weights=CHECKPOINT to "
+                           "extract its features.")  # fmt: skip
     if video is not None and config is None:
         raise PredictError("--video needs --config=experiments/<name>.py to know the dataset.")
     model, params, info = load_run(workdir, config.model if config else None, smpl_path)
