@@ -30,8 +30,8 @@ from tests.test_export import read_glb
 from tests.test_torch_weights import random_resnet_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CROP, BATCH = 32, 4
-SIZE = ["--crop_size=32", "--batch_size=4"]
+CROP, BATCH, SCALE = 32, 4, 1.3  # the commands' crops: not the default scale (1.2)
+FLAGS = ["--crop_size=32", "--batch_size=4", "--crop_scale=1.3"]
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])  # ImageNet
 
 
@@ -74,13 +74,13 @@ def _resnet18_apply():
     return jax.jit(ResNet18().apply)
 
 
-def reference_features(weights, frames, bbox):
+def reference_features(weights, frames, bbox, crop_scale=1.2):
     """The backbone applied directly to naive crops of the square boxes, normalised by hand.
 
     In batches of 4 padded with zeros, as the command runs it: one program, which the test
     session's compilation cache (tests/conftest.py) shares with the commands' processes."""
-    crops = [naive_crop(frame, box) for frame, box in zip(frames, boxes.square_boxes(bbox),
-                                                         strict=True)]  # fmt: skip
+    squares = boxes.square_boxes(bbox)
+    crops = [naive_crop(f, box, crop_scale) for f, box in zip(frames, squares, strict=True)]
     images = ((np.stack(crops) / 255.0 - MEAN) / STD).astype(np.float32)
     images = np.concatenate(
         [images, np.zeros((-len(images) % BATCH, *images.shape[1:]), np.float32)]
@@ -153,7 +153,7 @@ def clip(tmp_path_factory):
 def extracted(clip):
     out = str(clip.folder / "clip_features.npz")
     result = run_script("extract_cli", f"--video={clip.video}", f"--bboxes={clip.track}",
-                        f"--weights={clip.weights}", f"--out={out}", *SIZE)  # fmt: skip
+                        f"--weights={clip.weights}", f"--out={out}", *FLAGS)  # fmt: skip
     return SimpleNamespace(out=out, result=result)
 
 
@@ -213,6 +213,9 @@ def test_crop_pixel_centres_are_integer_coordinates():
     assert (got[4, 4] == 255).all()  # the box centre is the crop's point (C/2, C/2)
     shifted = extract.crop(image, (7.5, 5.0, 8.0, 8.0), crop_scale=1.0, crop_size=8)
     np.testing.assert_allclose(shifted[4, 4], [127.5, 177.5, 227.5])  # half way to (5, 8)
+    zoomed = extract.crop(image, (7.0, 5.0, 4.0, 4.0), crop_scale=1.0, crop_size=8)  # 2x
+    np.testing.assert_array_equal(zoomed[4, 4], image[5, 7])  # still on the pixel centre
+    np.testing.assert_allclose(zoomed[4, 5], (image[5, 7] + image[5, 8].astype(float)) / 2)
 
 
 def test_normalize_is_torchvisions_imagenet_normalisation():
@@ -258,7 +261,7 @@ def test_extracted_features_are_the_backbone_on_reference_crops(clip, extracted)
     got = dict(np.load(extracted.out))
     assert set(got) == {"features", "bbox", "frame_ids", "crop_scale", "crop_size", "fps"}
     np.testing.assert_array_equal(got["frame_ids"], [0, 1, 2, 4, 5, 7])
-    assert float(got["fps"]) == 25.0 and float(got["crop_scale"]) == 1.2
+    assert float(got["fps"]) == 25.0 and float(got["crop_scale"]) == SCALE
     assert int(got["crop_size"]) == CROP
     kept = np.arange(6)  # the track's rows of frames 0, 1, 2, 4, 5, 7
     np.testing.assert_allclose(got["bbox"], boxes.square_boxes(clip.bbox[kept]), rtol=1e-6)
@@ -267,7 +270,7 @@ def test_extracted_features_are_the_backbone_on_reference_crops(clip, extracted)
     for mine, given in zip(decoded, clip.frames, strict=True):  # RGB, in order, near the input
         assert np.abs(mine.astype(int) - given).mean() < 3
     frames = [decoded[i] for i in got["frame_ids"]]
-    want = reference_features(clip.weights, frames, clip.bbox[kept])
+    want = reference_features(clip.weights, frames, clip.bbox[kept], SCALE)
     assert got["features"].shape == (6, 512) and got["features"].dtype == np.float32
     np.testing.assert_allclose(got["features"], want, atol=1e-4 * np.abs(want).max())
 
@@ -393,12 +396,22 @@ def test_predict_from_a_video_file_without_boxes_says_what_it_needs(clip, tmp_pa
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("key,value", [("crop_scale", -1.0), ("crop_scale", np.ones(2)),
+                                       ("fps", np.nan), ("fps", "30")])  # fmt: skip
+def test_bad_crop_scale_or_fps_in_a_features_file_is_refused(tmp_path, key, value):
+    path = str(tmp_path / "features.npz")
+    np.savez(path, features=np.zeros((3, 5), np.float32), **{key: value})
+    with pytest.raises(predict.PredictError, match=f"features.npz: {key} is .*, expected a "
+                       "positive number"):  # fmt: skip
+        predict.read_features_file(path, 5)
+
+
 def test_predict_from_a_video_gives_the_meshes_of_its_features_file(clip, extracted, run_dir,
                                                                     tmp_path):  # fmt: skip
     glb = tmp_path / "clip.glb"
     result = run_script("predict_cli", f"--video={clip.video}", f"--bboxes={clip.track}",
                         f"--weights={clip.weights}", f"--workdir={run_dir}", f"--glb={glb}",
-                        *SIZE)  # fmt: skip
+                        *FLAGS)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     features, output = (f"{run_dir}/predict/clip{s}.npz" for s in ("_features", ""))
     assert result.stdout.splitlines()[-1] == f"wrote {features}, {output}, {glb}"
@@ -416,7 +429,7 @@ def test_predict_from_a_video_gives_the_meshes_of_its_features_file(clip, extrac
     for key in want:
         np.testing.assert_allclose(got[key], want[key], atol=1e-5, err_msg=key)
     np.testing.assert_array_equal(got["frame_ids"], [0, 1, 2, 4, 5, 7])
-    cam_image = predict.crop_to_image(got["cam"], got["bbox"], 1.2)
+    cam_image = predict.crop_to_image(got["cam"], got["bbox"], SCALE)  # the file's scale
     np.testing.assert_allclose(got["cam_image"], cam_image, rtol=1e-5)
     document, binary = read_glb(glb)  # the animation runs at the video's 25 fps
     times = document["accessors"][document["animations"][0]["samplers"][0]["input"]]
