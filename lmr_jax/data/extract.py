@@ -104,8 +104,8 @@ def crop(image: np.ndarray, box, crop_scale: float = CROP_SCALE,
     m = crop_transform(box, crop_scale, crop_size)
     grid = np.arange(crop_size, dtype=np.float64)
     xs, ys = (grid - m[0, 2]) / m[0, 0], (grid - m[1, 2]) / m[1, 1]  # the inverse map
+    image = np.asarray(image)
     height, width = image.shape[:2]
-    image = np.asarray(image, np.float32)
     out = np.zeros((crop_size, crop_size, image.shape[2]), np.float32)
     x0, y0 = np.floor(xs).astype(np.int64), np.floor(ys).astype(np.int64)
     fx, fy = (xs - x0).astype(np.float32), (ys - y0).astype(np.float32)
@@ -117,7 +117,7 @@ def crop(image: np.ndarray, box, crop_scale: float = CROP_SCALE,
             col_ok = (cols >= 0) & (cols < width)
             weight = (wy * row_ok)[:, None] * (wx * col_ok)[None, :]  # 0 outside: the border
             pixels = image[np.clip(rows, 0, height - 1)][:, np.clip(cols, 0, width - 1)]
-            out += weight[..., None] * pixels
+            out += weight[..., None] * pixels.astype(np.float32)  # the crop's pixels only
     return out
 
 
