@@ -10,7 +10,11 @@
 
 Input `.npz`: `features` [N, D] float32 (required, D the model's feature width), `bbox` [N, 4]
 (optional; [cx, cy, w, h] in image pixels of the square person box the features were cropped
-from, VIBE's convention), `frame_ids` [N] (optional).
+from, VIBE's convention), `frame_ids` [N] (optional), `crop_scale` (optional scalar: the crop
+is the bbox enlarged by it; default 1.2, VIBE's) and `fps` (optional scalar, the video's frame
+rate: the `.glb`'s rate unless --fps is given). `lmr-extract-features`
+(lmr_jax/data/extract.py) writes such files, and `--video=clip.mp4` with `--bboxes` (or
+`--keypoints`) and `--weights` runs it first, writing RUN/predict/clip_features.npz.
 
 Windows: the model runs on windows of T frames (the training window) with `overlap` frames in
 common between neighbours; in an overlap both windows' parameters are blended with weights
@@ -313,6 +317,13 @@ def read_features_file(path: str, width: int) -> dict[str, np.ndarray]:
         if key in out and out[key].shape != shape:
             raise PredictError(f"{path}: {key} has shape {list(out[key].shape)}, expected "
                                f"{list(shape)} (one row per frame of features).")  # fmt: skip
+    for key in ("crop_scale", "fps"):
+        if key in arrays:
+            value = arrays[key]
+            if value.shape != () or value.dtype.kind not in "iuf" or not value > 0:
+                raise PredictError(f"{path}: {key} is {value!r}, expected a positive "
+                                   "number.")  # fmt: skip
+            out[key] = float(value)
     return out
 
 
@@ -332,13 +343,14 @@ def dataset_video(config: ml_collections.ConfigDict, name: str, split: str) -> d
 
 
 def write_prediction(path: str, result: dict, faces: np.ndarray, frame_ids: np.ndarray,
-                     bbox: np.ndarray | None, meta: dict) -> None:  # fmt: skip
+                     bbox: np.ndarray | None, meta: dict,
+                     crop_scale: float = KEYPOINT_CROP_SCALE) -> None:  # fmt: skip
     """Writes the output `.npz` (keys in the module docstring)."""
     arrays = {k: np.asarray(v, np.float32) for k, v in result.items()}
     arrays["faces"] = np.asarray(faces, np.int32)
     arrays["frame_ids"] = np.asarray(frame_ids, np.int32)
     if bbox is not None:
-        cam_image = crop_to_image(arrays["cam"], bbox)
+        cam_image = crop_to_image(arrays["cam"], bbox, crop_scale)
         arrays["bbox"] = bbox
         arrays["cam_image"] = cam_image
         joints = arrays["joints_vibe49"][..., :2]
@@ -445,12 +457,13 @@ def run(
     config: ml_collections.ConfigDict | None = None,
     input_path: str | None = None,
     video: str | None = None,
+    extraction: dict | None = None,
     split: str | None = None,
     output: str | None = None,
     obj_dir: str | None = None,
     glb: str | None = None,
     overlap: int | None = None,
-    fps: float = 30.0,
+    fps: float | None = None,
     smpl_path: str | None = None,
 ) -> list[str]:
     """`--mode=predict`: predicts one sequence, writes the `.npz` (and `.obj`s / `.glb`).
@@ -460,23 +473,39 @@ def run(
       config: the experiment config (needed for `video`; if given, must match the run).
       input_path: a features `.npz` (see the module docstring), or None with `video`.
       video: a video name of config.eval's dataset, read from `split` (default config.eval.split).
+      extraction: instead of `input_path` and `video`, the keyword arguments of
+        lmr_jax.data.extract.extract_features_file (video or images, bboxes or keypoints,
+        weights, ...): the features are extracted first, to `extraction['out']` (default
+        RUN/predict/<video or folder name>_features.npz), then predicted.
       output: the `.npz` to write (default RUN/predict/<input or video name>.npz).
       obj_dir: if set, one `.obj` per frame there; glb: if set, an animated `.glb` at that path.
       overlap: frames shared by neighbouring windows (None: half the window).
-      fps: frame rate of the `.glb` animation.
+      fps: frame rate of the `.glb` animation (None: the features file's `fps`, else 30).
       smpl_path: SMPL model file or folder.
 
     Returns:
-      The paths written: the `.npz`, then `obj_dir` and `glb` when given.
+      The paths written: the features file when extracted, the `.npz`, then `obj_dir` and `glb`
+      when given.
     """
     from lmr_jax import export
 
-    if (input_path is None) == (video is None):
-        raise PredictError("predict needs exactly one of --input=FEATURES.npz and --video=NAME.")
+    if sum(x is not None for x in (input_path, video, extraction)) != 1:
+        raise PredictError("predict needs exactly one of --input=FEATURES.npz, --video=NAME "
+                           "(a dataset's) and a video file or image folder to extract "
+                           "features from.")  # fmt: skip
+    if video is not None and config is None and os.path.isfile(video):
+        raise PredictError(f"--video={video} is a file: predicting from it needs "
+                           "--bboxes=TRACK (or --keypoints=PATH) and --weights=CHECKPOINT to "
+                           "extract its features.")  # fmt: skip
     if video is not None and config is None:
         raise PredictError("--video needs --config=experiments/<name>.py to know the dataset.")
     model, params, info = load_run(workdir, config.model if config else None, smpl_path)
     width = feature_width(params)
+    run_dir, _ = _split_checkpoint_path(workdir)
+    written, name = [], None
+    if extraction is not None:
+        input_path, name = _extract(extraction, width, run_dir)
+        written.append(input_path)
     if video is not None:
         source = dataset_video(config, video, split or config.eval.split)
         got = source["features"].shape[1]
@@ -487,21 +516,35 @@ def run(
         name = video.replace("/", "_")  # dataset video names hold slashes
     else:
         source = read_features_file(input_path, width)
-        name = os.path.splitext(os.path.basename(input_path))[0]
+        name = name or os.path.splitext(os.path.basename(input_path))[0]
     result = predict_sequence(model, params, info["body_model"], source["features"],
                               info["window"], overlap)  # fmt: skip
-    run_dir, _ = _split_checkpoint_path(workdir)
     output = output or os.path.join(run_dir, "predict", f"{name}.npz")
     meta = dict(model=info["model_config"].name, step=info["step"], window=info["window"],
                 overlap=info["window"] // 2 if overlap is None else overlap)  # fmt: skip
     faces = np.asarray(info["body_model"].faces)
-    write_prediction(output, result, faces, source["frame_ids"], source.get("bbox"), meta)
-    written = [output]
+    write_prediction(output, result, faces, source["frame_ids"], source.get("bbox"), meta,
+                     source.get("crop_scale", KEYPOINT_CROP_SCALE))  # fmt: skip
+    written.append(output)
     if obj_dir:
         export.write_obj_sequence(obj_dir, result["vertices"], faces,
                                   frame_ids=source["frame_ids"])  # fmt: skip
         written.append(obj_dir)
     if glb:
-        export.write_glb(glb, result["vertices"], faces, fps=fps)
+        export.write_glb(glb, result["vertices"], faces, fps=fps or source.get("fps") or 30.0)
         written.append(glb)
     return written
+
+
+def _extract(extraction: dict, width: int, run_dir: str) -> tuple[str, str]:
+    """Runs feature extraction for `run`: (the features file's path, the video's name)."""
+    from lmr_jax.data import extract
+
+    frames = extraction.get("video") or extraction.get("images") or ""
+    name = os.path.splitext(os.path.basename(os.path.normpath(frames)))[0] or "video"
+    out = extraction.get("out") or os.path.join(run_dir, "predict", f"{name}_features.npz")
+    try:
+        extract.extract_features_file(**{**extraction, "out": out}, expected_width=width)
+    except extract.ExtractError as e:
+        raise PredictError(str(e)) from e
+    return out, name

@@ -20,9 +20,10 @@ runs.
 
 The key maps: `load_resnet` turns a torchvision ResNet state dict (also SPIN's checkpoint, whose
 'model' holds the ResNet-50 and the HMR regressor, and DataParallel's 'module.' keys) into
-models.resnet variables; `load_spin_regressor` turns SPIN's regressor into HMRRegressor parameters;
-`load_vibe` turns VIBE's released generator into our VIBE-style model and its parameters (its key
-map lives in torch_maps.py).
+models.resnet variables (`resnet_checkpoint` also reads the depth off the keys);
+`load_spin_regressor` turns SPIN's regressor into HMRRegressor parameters; `load_vibe` turns
+VIBE's released generator into our VIBE-style model and its parameters (its key map lives in
+torch_maps.py).
 """
 
 from __future__ import annotations
@@ -560,6 +561,43 @@ def resnet_variables(state: Mapping[str, Any], depth: int | ResNet = 50, source:
     return traverse_util.unflatten_dict(flat)
 
 
+_BLOCK_KEY = re.compile(r"layer(\d+)\.(\d+)\.(conv\d+)\.weight$")
+
+
+def resnet_depth(state: Mapping[str, Any], source: str = "") -> int:
+    """The torchvision depth of a ResNet state dict, read off its keys (keys without 'module.').
+
+    The blocks per stage are the `layerS.B.` indices, the block kind is 'bottleneck' when a
+    block has a `conv3`; the pair must be one of models.resnet.DEPTHS.
+
+    Args:
+      state: {torchvision key: array}, e.g. from find_state_dict.
+      source: the file's name, for the error message.
+
+    Returns:
+      18, 34, 50, 101 or 152.
+
+    Raises:
+      CheckpointError: the keys describe no torchvision depth (naming what they describe).
+    """
+    blocks: dict[int, int] = {}
+    bottleneck = False
+    for key in state:
+        match = _BLOCK_KEY.match(key)
+        if match:
+            stage, block = int(match.group(1)), int(match.group(2))
+            blocks[stage] = max(blocks.get(stage, 0), block + 1)
+            bottleneck = bottleneck or match.group(3) == "conv3"
+    stages = tuple(blocks.get(s, 0) for s in range(1, max(blocks, default=0) + 1))
+    kind = "bottleneck" if bottleneck else "basic"
+    for depth, spec in DEPTHS.items():
+        if spec == (stages, kind):
+            return depth
+    raise CheckpointError(f"'{source}' holds a ResNet of {kind} blocks with {stages or 'no'} "
+                          f"blocks per stage, which is none of torchvision's depths "
+                          f"{tuple(DEPTHS)}.")  # fmt: skip
+
+
 def load_resnet(path: str, depth: int = 50) -> dict:
     """Variables of `models.resnet.ResNet50` (or another depth) from a PyTorch checkpoint.
 
@@ -584,6 +622,23 @@ def load_resnet(path: str, depth: int = 50) -> dict:
     checkpoint = read_checkpoint(path)
     state = find_state_dict(checkpoint, _RESNET_KEY.match, "torchvision ResNet", path)
     return resnet_variables(state, depth, path)
+
+
+def resnet_checkpoint(path: str) -> tuple[int, dict]:
+    """The depth and variables of a PyTorch ResNet checkpoint whose depth is read off its keys.
+
+    Same files as load_resnet (SPIN's checkpoint, a torchvision state dict, ...).
+
+        depth, variables = resnet_checkpoint('spin_model_checkpoint.pth.tar')  # 50, {...}
+        features = models.resnet.resnet(depth).apply(variables, images)
+
+    Raises:
+      CheckpointError (a ValueError): as load_resnet, or keys of no torchvision depth.
+    """
+    checkpoint = read_checkpoint(path)
+    state = find_state_dict(checkpoint, _RESNET_KEY.match, "torchvision ResNet", path)
+    depth = resnet_depth(state, path)
+    return depth, resnet_variables(state, depth, path)
 
 
 # ---------------------------------------------------------------------------------------------
