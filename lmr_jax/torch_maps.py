@@ -1,7 +1,8 @@
 """VIBE's released generator as parameters of our VIBE-style model (models.vibe.VIBE).
 
 `torch_weights.load_vibe(path)` is the entry point; this module holds VIBE's key map, split from
-torch_weights.py (the reader and the torchvision / SPIN maps) to keep both files readable.
+torch_weights.py (the torchvision / SPIN maps; the file reader is torch_pickle.py) to keep both
+files readable.
 
 VIBE's trainer (lib/core/trainer.py, save_model) saves {'epoch', 'gen_state_dict',
 'performance', 'gen_optimizer', 'disc_motion_state_dict', 'disc_motion_optimizer'}; its demo
