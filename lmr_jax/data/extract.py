@@ -33,7 +33,7 @@ Features: the torchvision ResNet of the checkpoint (SPIN's `spin_model_checkpoin
 mode, in batches of `batch_size` crops (the last one padded: one compiled shape), with a
 progress line.
 
-Output `.npz`, the features file `lmr-predict --input` reads (lmr_jax/predict.py): features
+Output `.npz`, the features file `lmr-predict --input` reads (lmr_jax/predict_io.py): features
 [N, D] float32 (D = 2048 for ResNet-50, 512 for ResNet-18/34), bbox [N, 4] the square boxes
 [cx, cy, s, s] in frame pixels (before crop_scale), frame_ids [N] int32, crop_scale and
 crop_size (scalars), fps (the video's frame rate; absent for an image folder).
