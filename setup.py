@@ -35,6 +35,9 @@ setup(
         # TensorBoard event files of the training scalars without TensorFlow or PyTorch (needs
         # only numpy, protobuf and packaging); flax's and clu's writers need TensorFlow.
         "tensorboardX",
+        # Video decoding for lmr-extract-features: PyAV's wheels bundle FFmpeg (no system
+        # ffmpeg, no OpenCV).
+        "av",
     ],
     extras_require={
         # The third-party SMPL implementations the parity tests compare with, through their
@@ -50,6 +53,7 @@ setup(
             "lmr-train=lmr_jax.main:train_cli",
             "lmr-eval=lmr_jax.main:eval_cli",
             "lmr-predict=lmr_jax.main:predict_cli",
+            "lmr-extract-features=lmr_jax.main:extract_cli",
             "lmr-build-data=lmr_jax.data.build:main",
         ],
     },

@@ -143,23 +143,32 @@ def parse_flags(mode: str | None) -> Callable[[list[str]], list[str]]:
 
 
 _METAVARS = dict(config="=FILE[:VARIANT]", workdir="=DIR", mode="=MODE", smpl_path="=PATH",
-                 input="=FILE.npz", video="=NAME", split="=SPLIT", output="=FILE.npz",
+                 input="=FILE.npz", video="=FILE|NAME", split="=SPLIT", output="=FILE.npz",
                  obj_dir="=DIR", glb="=FILE.glb", overlap="=N", fps="=FPS",
+                 images="=DIR", bboxes="=TRACK", keypoints="=PATH", weights="=CKPT",
+                 out="=FILE.npz", crop_scale="=S", crop_size="=PIXELS", batch_size="=N",
                  coordinator_address="=HOST:PORT", num_processes="=N", process_id="=I")  # fmt: skip
 _PREDICT = ("input", "video", "split", "output", "obj_dir", "glb", "overlap", "fps")
+_EXTRACT = ("images", "bboxes", "keypoints", "weights", "out", "crop_scale", "crop_size",
+            "batch_size")  # fmt: skip
 _HOSTS = ("jax_distributed", "coordinator_address", "num_processes", "process_id")
 _TRAIN_ARGS = "--config=experiments/<name>.py[:variant] --workdir=DIR"
 _COMMANDS = {  # mode: (the command, what it does, its arguments, its flags)
     None: ("python -m lmr_jax.main", "Trains, evaluates or predicts with an experiment.",
-           _TRAIN_ARGS + " [--mode=train|eval|predict]",
-           ("config", "workdir", "mode", "smpl_path", *_PREDICT, *_HOSTS)),
+           _TRAIN_ARGS + " [--mode=train|eval|predict|extract]",
+           ("config", "workdir", "mode", "smpl_path", *_PREDICT, *_EXTRACT, *_HOSTS)),
     "train": ("lmr-train", "Trains an experiment into DIR, then evaluates it.", _TRAIN_ARGS,
               ("config", "workdir", "smpl_path", *_HOSTS)),
     "eval": ("lmr-eval", "Evaluates the latest checkpoint of the run in DIR.", _TRAIN_ARGS,
              ("config", "workdir", "smpl_path", *_HOSTS)),
     "predict": ("lmr-predict", "Meshes of one sequence from a trained run (lmr_jax/predict.py).",
-                "--workdir=RUN (--input=FEATURES.npz | --config=FILE --video=NAME)",
-                ("workdir", "config", "smpl_path", *_PREDICT)),
+                "--workdir=RUN (--input=FEATURES.npz | --config=FILE --video=NAME | "
+                "--video=FILE --bboxes=TRACK --weights=CKPT)",
+                ("workdir", "config", "smpl_path", *_PREDICT, *_EXTRACT)),
+    "extract": ("lmr-extract-features",
+                "Backbone features of a person's crops in a video (lmr_jax/data/extract.py).",
+                "(--video=FILE | --images=DIR) (--bboxes=TRACK | --keypoints=PATH) "
+                "--weights=CKPT --out=FEATURES.npz", ("video", *_EXTRACT)),
 }  # fmt: skip
 
 
@@ -170,7 +179,9 @@ def usage(mode: str | None) -> str:
     rows = []
     for name in names:
         flag = flags.FLAGS[name]
-        text = flag.help.removeprefix("predict: ") if mode == "predict" else flag.help
+        text = flag.help
+        if mode in ("predict", "extract"):  # the command's own flags, without the prefix
+            text = text.removeprefix("predict: ").removeprefix("extract: ")
         if flag.default not in (None, False) and name != "config":
             text = f"{text.removesuffix('.')} (default {flag.default})."
         rows.append((f"--{name}{_METAVARS.get(name, '')}", text[:1].upper() + text[1:]))

@@ -10,7 +10,11 @@
 
 Input `.npz`: `features` [N, D] float32 (required, D the model's feature width), `bbox` [N, 4]
 (optional; [cx, cy, w, h] in image pixels of the square person box the features were cropped
-from, VIBE's convention), `frame_ids` [N] (optional).
+from, VIBE's convention), `frame_ids` [N] (optional), `crop_scale` (optional scalar: the crop
+is the bbox enlarged by it; default 1.2, VIBE's) and `fps` (optional scalar, the video's frame
+rate: the `.glb`'s rate unless --fps is given). `lmr-extract-features`
+(lmr_jax/data/extract.py) writes such files, and `--video=clip.mp4` with `--bboxes` (or
+`--keypoints`) and `--weights` runs it first, writing RUN/predict/clip_features.npz.
 
 Windows: the model runs on windows of T frames (the training window) with `overlap` frames in
 common between neighbours; in an overlap both windows' parameters are blended with weights
@@ -35,6 +39,9 @@ outputs equal those of one pass over all frames so far (unidirectional models on
 cost per call that does not grow with the history. `predict_sequence` (`lmr-predict`) instead
 stitches windows of the training length, as the model was trained: on clips longer than one
 window the two differ (by up to a few cm), on shorter ones they agree.
+
+Loading the run, reading the features and writing the `.npz` live in predict_io.py; this module
+re-exports them (`predict.load_run`, `predict.read_features_file`, ...).
 """
 
 from __future__ import annotations
@@ -48,93 +55,36 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lmr_jax import checkpoints, evaluate, geometry, jit_cache, models, smpl, train
-from lmr_jax.data import schema
+from lmr_jax import evaluate, geometry, jit_cache, smpl, train
 from lmr_jax.data.vibe_format import KEYPOINT_CROP_SCALE  # the crop is the bbox x 1.2 (VIBE)
+from lmr_jax.predict_io import (  # the files prediction reads and writes; re-exported here
+    PredictError,
+    _split_checkpoint_path,
+    crop_to_image,
+    dataset_video,
+    feature_width,
+    load_run,
+    read_features_file,
+    write_prediction,
+)
+
+__all__ = [
+    "PredictError",
+    "load_run",
+    "feature_width",
+    "stitch_plan",
+    "nearest_rotation",
+    "pose_body",
+    "predict_sequence",
+    "crop_to_image",
+    "read_features_file",
+    "dataset_video",
+    "write_prediction",
+    "Stream",
+    "run",
+]
 
 _BODY_CHUNK = 64  # frames per call of the jitted body model (one compiled shape)
-
-
-class PredictError(ValueError):
-    """A bad input to prediction: missing checkpoint, wrong file, mismatched model."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading a run
-# ---------------------------------------------------------------------------------------------
-
-
-def _split_checkpoint_path(path: str) -> tuple[str, int | None]:
-    """(workdir, step or None) of a run directory or a `RUN/checkpoints/STEP` directory."""
-    path = os.path.abspath(path)
-    parent, name = os.path.split(path)
-    if name.isdigit() and os.path.basename(parent) == "checkpoints":
-        return os.path.dirname(parent), int(name)
-    return path, None
-
-
-def load_run(path: str, model_config: ml_collections.ConfigDict | None = None,
-             smpl_path: str | None = None):  # fmt: skip
-    """The model, parameters and training window of a run's checkpoint.
-
-    Args:
-      path: run directory (latest checkpoint) or `RUN/checkpoints/STEP`.
-      model_config: if given, must equal the model config saved with the checkpoint.
-      smpl_path: SMPL model file or folder (None: $LMR_JAX_SMPL_DIR or the procedural body).
-
-    Returns:
-      (model, params, info) with info = {model_config, window, step, body_model}.
-
-    Raises:
-      PredictError: no checkpoint there, another model, or parameters that do not fit.
-      checkpoints.DamagedCheckpointError: the checkpoint's files do not read (the message names
-        the intact checkpoints).
-    """
-    workdir, step = _split_checkpoint_path(path)
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        raise PredictError(f"no checkpoints folder in {workdir}; pass a training run's --workdir "
-                           "or one of its checkpoints/STEP folders.")  # fmt: skip
-    mngr = checkpoints.open_checkpoints(workdir)
-    step = mngr.latest_step() if step is None else step
-    if step is None or step not in mngr.all_steps():
-        raise PredictError(f"no checkpoint {'' if step is None else step} in {directory}.")
-    meta, params = checkpoints.read_checkpoint(mngr, step)
-    saved = ml_collections.ConfigDict(meta["compat"]["model"])
-    if model_config is not None:
-        wanted = checkpoints.json_view(model_config)
-        mismatch = checkpoints.first_mismatch(saved.name, wanted["name"], "model.name")
-        mismatch = mismatch or checkpoints.first_mismatch(meta["compat"]["model"], wanted, "model")
-        if mismatch:
-            raise PredictError(f"the checkpoint at step {step} in {directory} holds another "
-                               f"model than the config asks for ({mismatch}).")  # fmt: skip
-    body_model = smpl.resolve(smpl_path)
-    model = models.build_model(saved, body_model)
-    window = int(meta["compat"]["data.window"])
-    _check_params(model, params, window, f"the checkpoint at step {step} in {directory}")
-    info = dict(model_config=saved, window=window, step=step, body_model=body_model)
-    return model, params, info
-
-
-def feature_width(params) -> int:
-    """D of the features the parameters expect: the input width of the models' static
-    projections (every model projects the frame features through one), -1 if none."""
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        names = [getattr(k, "key", None) for k in path]
-        if "static_projection" in names and names[-1] == "kernel":
-            return int(leaf.shape[-2])
-    return -1
-
-
-def _check_params(model, params, window: int, where: str) -> None:
-    """Raises PredictError when `params` do not have the tree and shapes `model` needs."""
-    width = feature_width(params)
-    expected = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, window, width)))
-    got = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), params)
-    want = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), expected["params"])
-    if got != want:
-        raise PredictError(f"{where} does not hold the parameters of its '{model.name or ''}"
-                           f"{type(model).__name__}' model config.")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,93 +212,6 @@ def _apply_fn(model) -> Callable:
     return train.make_apply_fn(model, ("rotmats", "betas", "cam"))
 
 
-def crop_to_image(cam: np.ndarray, bbox: np.ndarray,
-                  crop_scale: float = KEYPOINT_CROP_SCALE) -> np.ndarray:  # fmt: skip
-    """Weak-perspective crop cameras [N, 3] -> image cameras [N, 3] in pixels.
-
-    A crop coordinate u in [-1, 1] is the pixel cx + (crop_scale * w / 2) * u (the crop is the
-    bbox [cx, cy, w, h] enlarged by crop_scale), so x_crop = s * (X + t) becomes
-    x_pixel = s_px * X + t_px with s_px = s * crop_scale * w / 2 and t_px = s_px * t + (cx, cy).
-    """
-    half = 0.5 * crop_scale * bbox[:, 2]
-    s_px = cam[:, 0] * half
-    return np.stack([s_px, s_px * cam[:, 1] + bbox[:, 0], s_px * cam[:, 2] + bbox[:, 1]], -1)
-
-
-# ---------------------------------------------------------------------------------------------
-# Files
-# ---------------------------------------------------------------------------------------------
-
-
-def read_features_file(path: str, width: int) -> dict[str, np.ndarray]:
-    """features [N, D], and bbox [N, 4] / frame_ids [N] when present, from a `.npz` file.
-
-    Raises:
-      PredictError: missing or unreadable file, no `features`, wrong width, empty, NaN, or
-        `bbox` / `frame_ids` of another length.
-    """
-    if not os.path.isfile(path):
-        raise PredictError(f"features file {path} does not exist.")
-    try:
-        data = np.load(path, allow_pickle=False)
-        arrays = {k: np.asarray(data[k]) for k in data.files}
-    except (OSError, ValueError, EOFError) as e:  # EOFError: an empty file
-        raise PredictError(f"{path} is not a readable .npz file ({e or 'empty'}).") from e
-    if "features" not in arrays:
-        raise PredictError(f"{path} has no 'features' array (it has {sorted(arrays)}); "
-                           "expected features [N, D].")  # fmt: skip
-    features = arrays["features"]
-    if features.ndim != 2 or features.shape[1] != width or len(features) == 0:
-        raise PredictError(f"{path}: features has shape {list(features.shape)}, expected "
-                           f"[N, {width}] with N >= 1 for this model.")  # fmt: skip
-    if not np.isfinite(features).all():
-        raise PredictError(f"{path}: features holds NaN or infinite values.")
-    n = len(features)
-    out = {"features": features.astype(np.float32)}
-    out["frame_ids"] = arrays.get("frame_ids", np.arange(n)).astype(np.int32)
-    if "bbox" in arrays:
-        out["bbox"] = arrays["bbox"].astype(np.float32)
-    expected = {"frame_ids": (n,), "bbox": (n, 4)}
-    for key, shape in expected.items():
-        if key in out and out[key].shape != shape:
-            raise PredictError(f"{path}: {key} has shape {list(out[key].shape)}, expected "
-                               f"{list(shape)} (one row per frame of features).")  # fmt: skip
-    return out
-
-
-def dataset_video(config: ml_collections.ConfigDict, name: str, split: str) -> dict:
-    """One video of config.eval's dataset by `vid_name` (features, labels, frame_ids)."""
-    from lmr_jax.data import pipeline
-
-    spec = pipeline.DatasetSpec(name=config.eval.name, split=split,
-                                data_dir=config.data.data_dir)  # fmt: skip
-    names = []
-    for video in pipeline.eval_videos(spec):
-        if video["vid_name"] == name:
-            return video
-        names.append(video["vid_name"])
-    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-    raise schema.DatasetError(f"{spec.label} has no video '{name}' (it has {shown}).")
-
-
-def write_prediction(path: str, result: dict, faces: np.ndarray, frame_ids: np.ndarray,
-                     bbox: np.ndarray | None, meta: dict) -> None:  # fmt: skip
-    """Writes the output `.npz` (keys in the module docstring)."""
-    arrays = {k: np.asarray(v, np.float32) for k, v in result.items()}
-    arrays["faces"] = np.asarray(faces, np.int32)
-    arrays["frame_ids"] = np.asarray(frame_ids, np.int32)
-    if bbox is not None:
-        cam_image = crop_to_image(arrays["cam"], bbox)
-        arrays["bbox"] = bbox
-        arrays["cam_image"] = cam_image
-        joints = arrays["joints_vibe49"][..., :2]
-        arrays["kp2d_image"] = cam_image[:, None, :1] * joints + cam_image[:, None, 1:]
-    for key, value in meta.items():
-        arrays[key] = np.asarray(value)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    np.savez(path, **arrays)
-
-
 # ---------------------------------------------------------------------------------------------
 # Streaming
 # ---------------------------------------------------------------------------------------------
@@ -445,12 +308,13 @@ def run(
     config: ml_collections.ConfigDict | None = None,
     input_path: str | None = None,
     video: str | None = None,
+    extraction: dict | None = None,
     split: str | None = None,
     output: str | None = None,
     obj_dir: str | None = None,
     glb: str | None = None,
     overlap: int | None = None,
-    fps: float = 30.0,
+    fps: float | None = None,
     smpl_path: str | None = None,
 ) -> list[str]:
     """`--mode=predict`: predicts one sequence, writes the `.npz` (and `.obj`s / `.glb`).
@@ -460,23 +324,39 @@ def run(
       config: the experiment config (needed for `video`; if given, must match the run).
       input_path: a features `.npz` (see the module docstring), or None with `video`.
       video: a video name of config.eval's dataset, read from `split` (default config.eval.split).
+      extraction: instead of `input_path` and `video`, the keyword arguments of
+        lmr_jax.data.extract.extract_features_file (video or images, bboxes or keypoints,
+        weights, ...): the features are extracted first, to `extraction['out']` (default
+        RUN/predict/<video or folder name>_features.npz), then predicted.
       output: the `.npz` to write (default RUN/predict/<input or video name>.npz).
       obj_dir: if set, one `.obj` per frame there; glb: if set, an animated `.glb` at that path.
       overlap: frames shared by neighbouring windows (None: half the window).
-      fps: frame rate of the `.glb` animation.
+      fps: frame rate of the `.glb` animation (None: the features file's `fps`, else 30).
       smpl_path: SMPL model file or folder.
 
     Returns:
-      The paths written: the `.npz`, then `obj_dir` and `glb` when given.
+      The paths written: the features file when extracted, the `.npz`, then `obj_dir` and `glb`
+      when given.
     """
     from lmr_jax import export
 
-    if (input_path is None) == (video is None):
-        raise PredictError("predict needs exactly one of --input=FEATURES.npz and --video=NAME.")
+    if sum(x is not None for x in (input_path, video, extraction)) != 1:
+        raise PredictError("predict needs exactly one of --input=FEATURES.npz, --video=NAME "
+                           "(a dataset's) and a video file or image folder to extract "
+                           "features from.")  # fmt: skip
+    if video is not None and config is None and os.path.isfile(video):
+        raise PredictError(f"--video={video} is a file: predicting from it needs "
+                           "--bboxes=TRACK (or --keypoints=PATH) and --weights=CHECKPOINT to "
+                           "extract its features.")  # fmt: skip
     if video is not None and config is None:
         raise PredictError("--video needs --config=experiments/<name>.py to know the dataset.")
     model, params, info = load_run(workdir, config.model if config else None, smpl_path)
     width = feature_width(params)
+    run_dir, _ = _split_checkpoint_path(workdir)
+    written, name = [], None
+    if extraction is not None:
+        input_path, name = _extract(extraction, width, run_dir)
+        written.append(input_path)
     if video is not None:
         source = dataset_video(config, video, split or config.eval.split)
         got = source["features"].shape[1]
@@ -487,21 +367,35 @@ def run(
         name = video.replace("/", "_")  # dataset video names hold slashes
     else:
         source = read_features_file(input_path, width)
-        name = os.path.splitext(os.path.basename(input_path))[0]
+        name = name or os.path.splitext(os.path.basename(input_path))[0]
     result = predict_sequence(model, params, info["body_model"], source["features"],
                               info["window"], overlap)  # fmt: skip
-    run_dir, _ = _split_checkpoint_path(workdir)
     output = output or os.path.join(run_dir, "predict", f"{name}.npz")
     meta = dict(model=info["model_config"].name, step=info["step"], window=info["window"],
                 overlap=info["window"] // 2 if overlap is None else overlap)  # fmt: skip
     faces = np.asarray(info["body_model"].faces)
-    write_prediction(output, result, faces, source["frame_ids"], source.get("bbox"), meta)
-    written = [output]
+    write_prediction(output, result, faces, source["frame_ids"], source.get("bbox"), meta,
+                     source.get("crop_scale", KEYPOINT_CROP_SCALE))  # fmt: skip
+    written.append(output)
     if obj_dir:
         export.write_obj_sequence(obj_dir, result["vertices"], faces,
                                   frame_ids=source["frame_ids"])  # fmt: skip
         written.append(obj_dir)
     if glb:
-        export.write_glb(glb, result["vertices"], faces, fps=fps)
+        export.write_glb(glb, result["vertices"], faces, fps=fps or source.get("fps") or 30.0)
         written.append(glb)
     return written
+
+
+def _extract(extraction: dict, width: int, run_dir: str) -> tuple[str, str]:
+    """Runs feature extraction for `run`: (the features file's path, the video's name)."""
+    from lmr_jax.data import extract
+
+    frames = extraction.get("video") or extraction.get("images") or ""
+    name = os.path.splitext(os.path.basename(os.path.normpath(frames)))[0] or "video"
+    out = extraction.get("out") or os.path.join(run_dir, "predict", f"{name}_features.npz")
+    try:
+        extract.extract_features_file(**{**extraction, "out": out}, expected_width=width)
+    except extract.ExtractError as e:
+        raise PredictError(str(e)) from e
+    return out, name

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from lmr_jax import evaluate, predict, train
+from lmr_jax import evaluate, predict, predict_io, train
 from tests.models.small_models import body_model, built, features, small_config
 from tests.runs import smoke_config
 from tests.test_main import run_main
@@ -186,7 +186,7 @@ def test_params_that_do_not_fit_the_saved_model_are_refused(run_dir):
     _, params, _ = predict.load_run(run_dir)
     other = small_config("lmr", hidden_size=8)
     with pytest.raises(predict.PredictError, match="does not hold the parameters"):
-        predict._check_params(build_model(other, body_model()), params, 8, "this checkpoint")
+        predict_io._check_params(build_model(other, body_model()), params, 8, "this checkpoint")
 
 
 def _features_file(path, n=21, **extra):

@@ -6,6 +6,8 @@
 - `pipeline`: `DatasetSpec`, `train_dataset` (grain, windows, mixture, pmap batches),
   `eval_videos` (whole videos).
 - `build`: `python -m lmr_jax.data.build synthetic_motion/small --data_dir=DIR`.
+- `boxes`, `extract`: person boxes (track files, 2D keypoints) and backbone features of a
+  video's person crops (`lmr-extract-features`).
 
 (The featurizer function is `lmr_jax.data.featurize.featurize`; it is not re-exported here, where
 the name would hide its module.)

@@ -27,6 +27,7 @@ from lmr_jax.models.layers import FeedForward, StackedDense
 from lmr_jax.models.lmr import LMR, PartRecurrences, SingleRecurrence
 from lmr_jax.models.params import MeanParams, load_mean_params, smpl_outputs
 from lmr_jax.models.recurrent import GRU, gru_scan
+from lmr_jax.models.resnet import ResNet, ResNet18, ResNet34, ResNet50
 from lmr_jax.models.vibe import VIBE, TemporalEncoder
 
 MODEL_NAMES = ("lmr", "vibe", "hmr")
@@ -47,8 +48,10 @@ def default_model_config(name: str = "lmr") -> ml_collections.ConfigDict:
     smpl_mean_params.npz, '' for an upright root with identity joints / zero shape / cam
     [0.9, 0, 0], see models.params); joint_layout;
     parts (LMR's part table, root first, as (name, joints) pairs); head_init ('small' | 'zeros');
-    regressor_hidden, regressor_dropout (HMR regressor of VIBE/HMR); scan_unroll (time steps per
-    scan loop iteration, a speed knob).
+    regressor_hidden, regressor_dropout (HMR regressor of VIBE/HMR); add_linear, use_residual
+    (VIBE's temporal encoder: ReLU + a linear layer back to the feature width, and the residual
+    connection to the input features, see models.vibe; refused as False for the other models);
+    scan_unroll (time steps per scan loop iteration, a speed knob).
 
     LMR's width: the paper gives no hidden size. Each of its seven GRUs (root, five parts, camera)
     models 2-5 joints or 3 camera numbers, where VIBE's one GRU of 1024 models the whole body;
@@ -76,6 +79,8 @@ def default_model_config(name: str = "lmr") -> ml_collections.ConfigDict:
     config.head_init = "small"
     config.regressor_hidden = 1024
     config.regressor_dropout = 0.5
+    config.add_linear = True
+    config.use_residual = True
     config.scan_unroll = 1
     return config
 
@@ -105,6 +110,10 @@ def _check(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"model.single_rnn_hidden_size is {single_width}, but only LMR's "
                          "single_rnn ablation has that GRU: set model.single_rnn=True or "
                          "leave it 0.")  # fmt: skip
+    for field in ("add_linear", "use_residual"):
+        if not config.get(field, True) and config.name != "vibe":
+            raise ValueError(f"model.{field} is False, but only VIBE's temporal encoder has "
+                             "that option: leave it True.")  # fmt: skip
     if config.single_rnn and config.no_root_dependency:
         raise ValueError("model.single_rnn and model.no_root_dependency exclude each other: "
                          "the single-RNN ablation has no root part.")  # fmt: skip
@@ -158,7 +167,15 @@ def build_model(config: ml_collections.ConfigDict, body_model: smpl_lib.SMPLMode
             **common,
         )
     if config.name == "vibe":
-        return VIBE(gru_layers=int(config.gru_layers), **rnn, **regressor, **common)
+        return VIBE(
+            gru_layers=int(config.gru_layers),
+            # .get: model configs saved with checkpoints before the fields existed lack them.
+            add_linear=bool(config.get("add_linear", True)),
+            use_residual=bool(config.get("use_residual", True)),
+            **rnn,
+            **regressor,
+            **common,
+        )
     return HMR(**regressor, **common)
 
 
@@ -257,6 +274,10 @@ __all__ = [
     "FeedForward",
     "MeanParams",
     "PartRecurrences",
+    "ResNet",
+    "ResNet18",
+    "ResNet34",
+    "ResNet50",
     "SingleRecurrence",
     "StackedDense",
     "TemporalEncoder",

@@ -3,7 +3,16 @@
 Follows VIBE's `TemporalEncoder` + `Regressor` (Kocabas et al. 2020), without the motion
 discriminator: a 2-layer unidirectional GRU (hidden 1024) over the frame features, ReLU, a linear
 layer back to the feature width, a residual connection to the input features, then the HMR
-regressor (hmr.HMRRegressor) on every frame.
+regressor (hmr.HMRRegressor, 3 iterations from the mean parameters) on every frame. That is the
+configuration of VIBE's released models (configs/config.yaml: MODEL.TGRU NUM_LAYERS 2,
+ADD_LINEAR true, RESIDUAL true, BIDIRECTIONAL false, HIDDEN_SIZE 1024).
+
+VIBE's other encoder options are here too, with VIBE's rules (lib/models/vibe.py,
+TemporalEncoder): the linear layer exists when `add_linear` is set or the GRU is bidirectional
+(its 2H outputs are always mapped back), ReLU comes before it, and the residual is added only
+when `use_residual` is set and the output is as wide as the input features (VIBE: 2048). Without
+the linear layer the GRU states themselves (ReLU-free) go to the regressor.
+`torch_weights.load_vibe` loads VIBE's released generators into this model.
 """
 
 from __future__ import annotations
@@ -28,6 +37,10 @@ class TemporalEncoder(nn.Module):
       num_layers: GRU layers (2 in VIBE).
       bidirectional: bidirectional GRU (VIBE's default is unidirectional).
       dropout: dropout between GRU layers.
+      add_linear: ReLU then a linear layer from the GRU width back to the feature width (VIBE's
+        `add_linear`; a bidirectional encoder has that layer whatever this says, as VIBE's).
+      use_residual: add the input features to the output when the widths agree (VIBE's
+        `use_residual`).
       dtype: compute dtype of the matmuls.
       unroll: time steps per scan loop iteration (recurrent.GRU).
     """
@@ -36,12 +49,15 @@ class TemporalEncoder(nn.Module):
     num_layers: int = 2
     bidirectional: bool = False
     dropout: float = 0.0
+    add_linear: bool = True
+    use_residual: bool = True
     dtype: Any = jnp.float32
     unroll: int | bool = 1
 
     @nn.compact
     def __call__(self, features: jnp.ndarray, *, train: bool = False, state=None, carry=False):
-        """[B, T, D] -> [B, T, D] temporally encoded features.
+        """[B, T, D] -> [B, T, D] temporally encoded features ([B, T, dirs * H] without the
+        linear layer).
 
         `state`: the state of an earlier call with `carry` (None: zeros); `carry`: return
         (features, the GRU state after the last frame) for streaming.
@@ -50,11 +66,19 @@ class TemporalEncoder(nn.Module):
         states, state = run_gru(
             gru, gru.project_static(features), train=train, state=state, carry=carry
         )
-        init = linear_init(states.shape[-1])
-        linear = StackedDense(
-            features.shape[-1], kernel_init=init, bias_init=init, dtype=self.dtype, name="linear"
-        )
-        encoded = linear(nn.relu(states)) + features
+        encoded = states
+        if self.add_linear or self.bidirectional:
+            init = linear_init(states.shape[-1])
+            linear = StackedDense(
+                features.shape[-1],
+                kernel_init=init,
+                bias_init=init,
+                dtype=self.dtype,
+                name="linear",
+            )
+            encoded = linear(nn.relu(states))
+        if self.use_residual and encoded.shape[-1] == features.shape[-1]:
+            encoded = encoded + features
         return (encoded, state) if carry else encoded
 
 
@@ -66,7 +90,8 @@ class VIBE(nn.Module):
       joint_body_model: `smpl.joint_model(body_model, joint_layout)`, which gives the joints
         without skinning the whole mesh (None: joints from the full body model).
       mean_params: starting point of the regressor.
-      hidden_size, gru_layers, bidirectional, dropout: the temporal encoder.
+      hidden_size, gru_layers, bidirectional, dropout, add_linear, use_residual: the temporal
+        encoder (TemporalEncoder).
       regressor_hidden, num_iterations, regressor_dropout, head_init: the HMR regressor.
       joint_layout: layout of the `joints3d` / `kp2d` outputs.
       dtype: compute dtype of the matmuls.
@@ -80,6 +105,8 @@ class VIBE(nn.Module):
     gru_layers: int = 2
     bidirectional: bool = False
     dropout: float = 0.0
+    add_linear: bool = True
+    use_residual: bool = True
     regressor_hidden: int = 1024
     num_iterations: int = 3
     regressor_dropout: float = 0.5
@@ -99,6 +126,8 @@ class VIBE(nn.Module):
             num_layers=self.gru_layers,
             bidirectional=self.bidirectional,
             dropout=self.dropout,
+            add_linear=self.add_linear,
+            use_residual=self.use_residual,
             dtype=self.dtype,
             unroll=self.scan_unroll,
             name="encoder",

@@ -25,6 +25,7 @@ from tests.models.small_models import (
     key,
     normal,
     output_shapes,
+    small_config,
 )
 
 
@@ -73,6 +74,34 @@ def test_vibe_parameter_count_at_paper_size():
     linear = 1024 * 2048 + 2048
     regressor = (2048 + 157) * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 157 + 157
     assert count == gru + linear + regressor  # VIBE's generator without the discriminator
+
+
+def test_vibe_encoder_options_follow_vibes_rules():
+    """VIBE's TemporalEncoder (lib/models/vibe.py): the linear layer exists when add_linear is
+    set or the GRU is bidirectional; the residual is added only with use_residual and an output
+    as wide as the input features. (tests/test_vibe_weights.py checks the values against numpy.)"""
+    x = features()
+    kinds = {  # (attributes, has the linear layer, output width)
+        "vibe": ({}, True, D),
+        "bidirectional": ({"bidirectional": True, "add_linear": False}, True, D),
+        "no_linear": ({"add_linear": False}, False, H),
+    }
+    for attributes, linear, width in kinds.values():
+        encoder = TemporalEncoder(H, num_layers=1, **attributes)
+        variables = jax.eval_shape(encoder.init, key(0), x)
+        assert ("linear" in variables["params"]) == linear
+        chex.assert_shape(jax.eval_shape(encoder.apply, variables, x), (B, T, width))
+    # Without the linear layer and with the widths equal, the residual is the only difference.
+    with_residual = TemporalEncoder(D, num_layers=1, add_linear=False)
+    without = TemporalEncoder(D, num_layers=1, add_linear=False, use_residual=False)
+    variables = jax.jit(with_residual.init)(key(0), x)
+    difference = with_residual.apply(variables, x) - without.apply(variables, x)
+    np.testing.assert_allclose(difference, x, atol=1e-6)
+    # The registry: the two fields reach VIBE, and other models refuse them.
+    params, _ = output_shapes("vibe", (("add_linear", False), ("hidden_size", D)))
+    assert "linear" not in params["encoder"]
+    with pytest.raises(ValueError, match="model.use_residual is False, but only VIBE's"):
+        build_model(small_config("lmr", use_residual=False), body_model())
 
 
 def _regressor(**kwargs):
