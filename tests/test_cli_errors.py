@@ -44,7 +44,7 @@ def run_command(entry, *args):
          ["--config.optim.lrr names no field", "(the closest is 'optim.lr')."]),
         ("train_cli", ["--config=experiments/lmr_synthetic.py:gpu"],
          ["--config=experiments/lmr_synthetic.py:gpu: unknown config variant 'gpu', "
-          "expected one of ['', 'cpu', 'smoke']."]),
+          "expected one of ['', 'bench', 'cpu', 'smoke']."]),
         # Checked before anything is created: no workdir, no workdir/checkpoints.
         ("eval_cli", [SMOKE],
          ["no checkpoint in ", "/run/checkpoints; train first (--mode=train)."]),

@@ -275,13 +275,19 @@ def _videos(config, dataset: str, split: str):
 # ---------------------------------------------------------------------------------------------
 
 
-def ridge_targets(video: dict) -> np.ndarray:
-    """[N, 157] regression targets of a video: 6D rotations of the 24 joints, betas, camera."""
+@jax.jit
+def _rot6d(pose: jnp.ndarray) -> jnp.ndarray:
     from lmr_jax import geometry
 
-    rot6d = geometry.matrix_to_rot6d(geometry.pose72_to_rotmats(jnp.asarray(video["pose"])))
-    n = len(video["pose"])
-    return np.concatenate([np.asarray(rot6d).reshape(n, -1), video["shape"], video["cam"]], -1)
+    rot6d = geometry.matrix_to_rot6d(geometry.pose72_to_rotmats(pose))
+    return rot6d.reshape(pose.shape[0], -1)
+
+
+def ridge_targets(video: dict) -> np.ndarray:
+    """[N, 157] regression targets of a video: 6D rotations of the 24 joints, betas, camera
+    (the rotations in fixed chunks of frames: one compiled program for every video length)."""
+    rot6d = synthetic._chunked(_rot6d, np.asarray(video["pose"], np.float32))
+    return np.concatenate([rot6d, video["shape"], video["cam"]], -1)
 
 
 @jax.jit
