@@ -32,7 +32,7 @@ bench = _load()
 def test_paired_bootstrap_matches_a_naive_loop():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=30), rng.normal(size=30) + 0.3
-    out = bench.paired_bootstrap(a, b, resamples=500, seed=3)
+    out = bench.tables.paired_bootstrap(a, b, resamples=500, seed=3)
     naive, draws = [], np.random.default_rng(3)
     for _ in range(500):
         index = draws.integers(0, 30, size=30)
@@ -52,16 +52,16 @@ def test_joint_breakdowns_match_a_loop_and_the_evaluator():
     pred = gt[..., :3] + 0.05 * rng.normal(size=(frames, 49, 3))
     kp2d = np.ones((frames, 49, 3))
     kp2d[..., 2] = rng.random((frames, 49)) > 0.3
-    errors = bench.joint_errors(pred, gt)
+    errors = bench.scoring.joint_errors(pred, gt)
     hips = [27, 28]
     for f in range(frames):
         for j in range(49):
             d = (pred[f, j] - pred[f, hips].mean(0)) - (gt[f, j, :3] - gt[f, hips, :3].mean(0))
             want = np.nan if gt[f, j, 3] == 0 else 1000 * np.linalg.norm(d)
             np.testing.assert_allclose(errors[f, j], want)
-    sums = bench.breakdown(errors, kp2d)
+    sums = bench.scoring.breakdown(errors, kp2d)
     parts = synthetic.joint_parts()
-    for part in bench.PARTS:
+    for part in bench.scoring.PARTS:
         values = [errors[f, j] for f in range(frames) for j in range(49) if parts[j] == part]
         values = [v for v in values if not np.isnan(v)]
         assert sums[part] == [pytest.approx(sum(values)), len(values)]
@@ -85,11 +85,11 @@ def _settings(tiny_data_dir, tmp_path, **kwargs):
 
 def test_ridge_solves_the_normal_equations_of_every_training_frame(tiny_data_dir):
     config = bench.run_config(bench.ROWS[0], 0, "smoke", "synthetic_motion/tiny", tiny_data_dir)
-    weights, curve = bench.fit_ridge(config, smpl.procedural(0), lambdas=(10.0,))
+    weights, curve = bench.scoring.fit_ridge(config, smpl.procedural(0), lambdas=(10.0,))
     x, y = [], []
-    for video in bench._videos(config, "synthetic_motion/tiny", "train"):
+    for video in bench.scoring.split_videos(config, "synthetic_motion/tiny", "train"):
         x.append(np.concatenate([video["features"], np.ones((len(video["features"]), 1))], -1))
-        y.append(bench.ridge_targets(video))
+        y.append(bench.scoring.ridge_targets(video))
     x, y = np.concatenate(x).astype(np.float64), np.concatenate(y).astype(np.float64)
     penalty = 10.0 * np.eye(x.shape[1])
     penalty[-1, -1] = 0.0

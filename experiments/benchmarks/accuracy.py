@@ -25,6 +25,9 @@ For LMR against every other row: the per-video MPJPE difference (each model's pe
 averaged over its seeds), its mean and a 95% percentile bootstrap interval over the videos
 (10,000 resamples), and in how many videos LMR is better.
 
+The scoring and the ridge floor live in accuracy_scoring.py beside this file, the summaries,
+tables and curves in accuracy_tables.py.
+
 Output in --out_dir: results.md (the tables), results.json (every run's per-video numbers and
 the summaries), curves.png (the validation MPJPE of every run against the step, the ridge floor
 as a line), runs/<row>/seed<k>/ (workdirs: checkpoints, metrics.jsonl, bench_eval.json).
@@ -45,17 +48,18 @@ import importlib.util
 import json
 import os
 import statistics
+import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from lmr_jax import checkpoints, cli, evaluate, metrics, models, reuse, smpl, train
-from lmr_jax.data import pipeline, synthetic
-from lmr_jax.models.params import smpl_outputs
-from lmr_jax.smpl import COMMON14_PELVIS, VIBE49_TO_COMMON14
+from lmr_jax import checkpoints, cli, models, reuse, smpl, train
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the two modules beside this one
+import accuracy_scoring as scoring  # noqa: E402
+import accuracy_tables as tables  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -88,9 +92,6 @@ ROWS = (
     Row("HMR per frame", "hmr", "hmr_framewise.py"),
     Row("Ridge (floor)", "ridge", ""),
 )
-PARTS = ("root", "head", "left_arm", "right_arm", "left_leg", "right_leg")
-HIPS = [VIBE49_TO_COMMON14[i] for i in COMMON14_PELVIS]
-RIDGE_LAMBDAS = (1.0, 10.0, 100.0, 1_000.0, 10_000.0)
 
 # Scores are cached with the run's identity and this number: raise it when a change to the
 # scoring (score_videos, joint_errors, breakdown, the ridge floor) must re-score finished runs.
@@ -113,7 +114,7 @@ class Settings:
     shift: str = "synthetic_motion/shift"  # its test split
     report_only: bool = False
     resamples: int = 10_000
-    ridge_lambdas: tuple[float, ...] = RIDGE_LAMBDAS  # the penalties tried on validation
+    ridge_lambdas: tuple[float, ...] = scoring.RIDGE_LAMBDAS  # the penalties tried on validation
 
     def test_sets(self) -> dict[str, str]:
         return {"test": self.dataset, "shift": self.shift}
@@ -191,62 +192,8 @@ def ensure_trained(label: str, config, workdir: str) -> dict:
     return done
 
 
-# ---------------------------------------------------------------------------------------------
-# Scoring
-# ---------------------------------------------------------------------------------------------
-
-
-def joint_errors(pred_joints: np.ndarray, gt_kp3d: np.ndarray) -> np.ndarray:
-    """Per-joint distances (mm) [F, 49] of vibe49 joints, each set centred on its mid hips; NaN
-    where the ground truth has confidence 0."""
-    centre = lambda j: j - j[:, HIPS].mean(1, keepdims=True)
-    gt = np.asarray(gt_kp3d, np.float64)
-    pred = np.asarray(pred_joints, np.float64)
-    dist = 1000.0 * np.linalg.norm(centre(pred) - centre(gt[..., :3]), axis=-1)
-    return np.where(gt[..., 3] > 0, dist, np.nan)
-
-
-def breakdown(errors: np.ndarray, kp2d: np.ndarray) -> dict[str, list[float]]:
-    """Sums and counts ([sum, count]) of joint errors per part and by 2D visibility.
-
-    Args:
-      errors: [F, 49] `joint_errors`.
-      kp2d: [F, 49, 3] the 2D keypoints the model saw (confidence 0: hidden).
-    """
-    parts = np.array(synthetic.joint_parts())
-    out = {}
-    for part in PARTS:
-        values = errors[:, parts == part]
-        out[part] = [float(np.nansum(values)), int(np.isfinite(values).sum())]
-    common = np.asarray(VIBE49_TO_COMMON14)
-    seen = kp2d[:, common, 2] > 0
-    for name, mask in (("visible", seen), ("hidden", ~seen)):
-        values = np.where(mask, errors[:, common], np.nan)
-        out[name] = [float(np.nansum(values)), int(np.isfinite(values).sum())]
-    return out
-
-
-def score_videos(apply_fn, videos, body_model, window: int) -> dict:
-    """Per-video errors of a model: {vid_name: {MPJPE, PA-MPJPE, Accel: [sum, count], parts and
-    visibility: [sum, count]}} (sums and counts, so that pooling over videos is exact)."""
-    out = {}
-    for video in videos:
-        plan = evaluate.frame_plan(len(video["features"]), window, "vibe")
-        if not plan.scored.any():
-            continue
-        pred = evaluate.predict_frames(apply_fn, video["features"], plan)
-        labels = {k: np.asarray(video[k])[plan.frames] for k in evaluate.LABEL_FIELDS}
-        errors = evaluate.video_errors(pred, labels, body_model, "vibe49")
-        row = {k: [float(np.nansum(errors[k])), int(np.isfinite(errors[k]).sum())]
-               for k in ("MPJPE", "PA-MPJPE", "Accel")}  # fmt: skip
-        per_joint = joint_errors(pred["joints3d"], labels["kp3d"])
-        row.update(breakdown(per_joint, np.asarray(video["kp2d"])[plan.frames]))
-        out[str(video["vid_name"])] = row
-    return out
-
-
 def score_run(label, config, workdir, identity, settings: Settings) -> dict:
-    """{set: score_videos(...)} of a trained run's final parameters (cached in the workdir)."""
+    """{set: per-video scores} of a trained run's final parameters (cached in the workdir)."""
     cache = os.path.join(workdir, "bench_eval.json")
     key = {"identity": identity, "scoring": SCORING_VERSION, "sets": settings.test_sets()}
     if os.path.exists(cache):
@@ -258,79 +205,17 @@ def score_run(label, config, workdir, identity, settings: Settings) -> dict:
     model = models.build_model(config.model, body_model)
     params = jax.device_put(checkpoints.restore_params(workdir), jax.local_devices()[0])
     apply = functools.partial(train.make_apply_fn(model), params)
-    scores = {name: score_videos(apply, _videos(config, dataset, "test"), body_model,
-                                 config.data.window)
-              for name, dataset in settings.test_sets().items()}  # fmt: skip
+    scores = score_sets(apply, config, body_model, settings)
     with open(cache, "w") as f:
         json.dump({"key": key, "scores": scores, "params": models.count_params(params)}, f)
     return scores
 
 
-def _videos(config, dataset: str, split: str):
-    return pipeline.eval_videos(train.eval_spec(config, dataset, split))
-
-
-# ---------------------------------------------------------------------------------------------
-# The ridge floor
-# ---------------------------------------------------------------------------------------------
-
-
-@jax.jit
-def _rot6d(pose: jnp.ndarray) -> jnp.ndarray:
-    from lmr_jax import geometry
-
-    rot6d = geometry.matrix_to_rot6d(geometry.pose72_to_rotmats(pose))
-    return rot6d.reshape(pose.shape[0], -1)
-
-
-def ridge_targets(video: dict) -> np.ndarray:
-    """[N, 157] regression targets of a video: 6D rotations of the 24 joints, betas, camera
-    (the rotations in fixed chunks of frames: one compiled program for every video length)."""
-    rot6d = synthetic._chunked(_rot6d, np.asarray(video["pose"], np.float32))
-    return np.concatenate([rot6d, video["shape"], video["cam"]], -1)
-
-
-@jax.jit
-def _ridge_forward(body_model, weights, features):
-    out = features @ weights[:-1] + weights[-1]
-    pose6d = out[..., :144].reshape(*out.shape[:-1], 24, 6)
-    result = smpl_outputs(body_model, pose6d[None], out[None, ..., 144:154], out[None, ..., 154:],
-                          "vibe49")  # fmt: skip
-    return {"joints3d": result["joints3d"], "vertices": result["vertices"]}
-
-
-def ridge_apply_fn(weights: np.ndarray, body_model):
-    """The apply function (windows [W, T, D] -> outputs) of linear weights [D + 1, 157]; one
-    compiled program serves every weight matrix of a shape."""
-    return functools.partial(_ridge_forward, body_model, jnp.asarray(weights, jnp.float32))
-
-
-def fit_ridge(config, body_model, lambdas=RIDGE_LAMBDAS) -> tuple[np.ndarray, dict]:
-    """Ridge weights [D + 1, 157] on every training frame, the penalty chosen by the MPJPE on the
-    validation videos the runs validate on (config.data.eval_max_videos of them).
-
-    Returns: the weights and {lambda: validation MPJPE}."""
-    gram, cross = None, None
-    for video in _videos(config, config.data.train.synthetic.name, "train"):
-        x = np.concatenate([video["features"], np.ones((len(video["features"]), 1))], -1)
-        x = x.astype(np.float64)
-        y = ridge_targets(video).astype(np.float64)
-        gram = x.T @ x if gram is None else gram + x.T @ x
-        cross = x.T @ y if cross is None else cross + x.T @ y
-    penalty = np.eye(len(gram))
-    penalty[-1, -1] = 0.0  # the bias is not penalised
-    best, curve = None, {}
-    for lam in lambdas:
-        weights = np.linalg.solve(gram + lam * penalty, cross)
-        results = evaluate.evaluate_videos(
-            ridge_apply_fn(weights, body_model), _videos(config, config.data.validation.name,
-                                                          "validation"),
-            body_model, config.data.window, max_videos=config.data.eval_max_videos,
-        )  # fmt: skip
-        curve[lam] = results["overall"]["MPJPE"]
-        if best is None or curve[lam] < curve[best[0]]:
-            best = (lam, weights)
-    return best[1], curve
+def score_sets(apply_fn, config, body_model, settings: Settings) -> dict:
+    """{set: per-video scores} of an apply function on every test set of `settings`."""
+    return {name: scoring.score_videos(apply_fn, scoring.split_videos(config, dataset, "test"),
+                                       body_model, config.data.window)
+            for name, dataset in settings.test_sets().items()}  # fmt: skip
 
 
 def run_ridge(config, workdir: str, settings: Settings) -> tuple[dict, dict]:
@@ -346,11 +231,9 @@ def run_ridge(config, workdir: str, settings: Settings) -> tuple[dict, dict]:
     print("Ridge: fitting on the training frames", flush=True)
     start = time.perf_counter()
     body_model = smpl.resolve(config.smpl_path or None)
-    weights, curve = fit_ridge(config, body_model, settings.ridge_lambdas)
-    apply = ridge_apply_fn(weights, body_model)
-    scores = {name: score_videos(apply, _videos(config, dataset, "test"), body_model,
-                                 config.data.window)
-              for name, dataset in settings.test_sets().items()}  # fmt: skip
+    weights, curve = scoring.fit_ridge(config, body_model, settings.ridge_lambdas)
+    apply = scoring.ridge_apply_fn(weights, body_model)
+    scores = score_sets(apply, config, body_model, settings)
     info = {
         "validation_mpjpe": {str(k): v for k, v in curve.items()},
         "params": int(weights.size),
@@ -360,164 +243,6 @@ def run_ridge(config, workdir: str, settings: Settings) -> tuple[dict, dict]:
     with open(cache, "w") as f:
         json.dump({"key": identity, "info": info, "scores": scores}, f)
     return info, scores
-
-
-# ---------------------------------------------------------------------------------------------
-# Summaries, intervals, tables, curves
-# ---------------------------------------------------------------------------------------------
-
-
-def pooled(scores: dict, key: str) -> float:
-    """The mean over all frames (joints) of every video of one run's `key`."""
-    total = sum(v[key][0] for v in scores.values())
-    count = sum(v[key][1] for v in scores.values())
-    return total / count if count else float("nan")
-
-
-def per_video(scores: dict, key: str = "MPJPE") -> dict[str, float]:
-    return {name: v[key][0] / v[key][1] for name, v in scores.items() if v[key][1]}
-
-
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int, seed: int = 0) -> dict:
-    """Mean of the paired differences a - b with a 95% percentile bootstrap interval.
-
-    Args:
-      a, b: [V] per-video values of two models on the same videos.
-      resamples: bootstrap resamples (videos drawn with replacement).
-
-    Returns:
-      {'mean', 'low', 'high', 'better' (videos where a < b), 'videos'}.
-    """
-    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    rng = np.random.default_rng(seed)
-    index = rng.integers(0, len(diff), size=(resamples, len(diff)))
-    means = diff[index].mean(1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(diff.mean()), "low": float(low), "high": float(high),
-            "better": int((diff < 0).sum()), "videos": len(diff)}  # fmt: skip
-
-
-def summarize(runs: dict[str, list[dict]], resamples: int) -> dict:
-    """Per row and test set: the mean and std over seeds of each metric and breakdown, and LMR's
-    paired differences to every other row.
-
-    Args:
-      runs: label -> one dict per seed {'scores': {set: per-video scores}, ...}.
-    """
-    out = {}
-    for label, seeds in runs.items():
-        row = {}
-        for name in seeds[0]["scores"]:
-            keys = seeds[0]["scores"][name][next(iter(seeds[0]["scores"][name]))].keys()
-            values = {k: [pooled(s["scores"][name], k) for s in seeds] for k in keys}
-            row[name] = {k: {"mean": float(np.mean(v)),
-                             "std": float(np.std(v, ddof=1)) if len(v) > 1 else None,
-                             "seeds": v} for k, v in values.items()}  # fmt: skip
-        out[label] = row
-    if "LMR" in runs:
-        for label, seeds in runs.items():
-            if label == "LMR":
-                continue
-            out[label]["vs_lmr"] = {}
-            for name in seeds[0]["scores"]:
-                lmr, other = _seed_mean(runs["LMR"], name), _seed_mean(seeds, name)
-                common = sorted(set(lmr) & set(other))
-                out[label]["vs_lmr"][name] = paired_bootstrap(
-                    np.array([lmr[v] for v in common]), np.array([other[v] for v in common]),
-                    resamples,
-                )  # fmt: skip
-    return out
-
-
-def _seed_mean(seeds: list[dict], name: str) -> dict[str, float]:
-    """Per-video MPJPE averaged over seeds."""
-    tables = [per_video(s["scores"][name]) for s in seeds]
-    return {v: float(np.mean([t[v] for t in tables])) for v in tables[0]}
-
-
-def _cell(stat: dict) -> str:
-    if np.isnan(stat["mean"]):
-        return "-"
-    if stat["std"] is None:
-        return f"{stat['mean']:.1f}"
-    return f"{stat['mean']:.1f} ± {stat['std']:.1f}"
-
-
-def results_markdown(summary: dict, info: dict[str, dict], settings: Settings) -> str:
-    """The tables of results.md."""
-    lines = [f"## test ({settings.dataset} test) and shift ({settings.shift} test)",
-             "", "Mean ± std over seeds; mm; VIBE's protocol, 14 common joints.", "",
-             "Val: the final validation MPJPE (20 videos, mean over seeds) and its change over "
-             "the last sixth of the steps (near 0: converged). ms/step: median in-run training "
-             "step time (data pipeline included).", "",
-             "| Model | Params | Seeds | ms/step | Steps | Val | Val change | MPJPE | PA-MPJPE "
-             "| Accel | shift MPJPE | shift PA-MPJPE | shift Accel |",
-             "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * 6]  # fmt: skip
-    for label, row in summary.items():
-        i = info[label]
-        ms = f"{1000 / i['steps_per_s']:.0f}" if i.get("steps_per_s") else "-"
-        keys = ("MPJPE", "PA-MPJPE", "Accel")
-        cells = [_cell(row[s][k]) for s in ("test", "shift") for k in keys]
-        val = [f"{i[k]:{fmt}}" if k in i else "-"
-               for k, fmt in (("val_final", ".1f"), ("val_change", "+.1f"))]  # fmt: skip
-        if "ridge" in i:
-            val[0] = f"{min(i['ridge']['validation_mpjpe'].values()):.1f}"
-        lines.append(f"| {label} | {metrics.format_params(i['params'])} | {i['seeds']} | {ms} | "
-                     f"{i.get('steps', '-')} | " + " | ".join(val + cells) + " |")  # fmt: skip
-    lines += ["", "## LMR minus each model: per-video MPJPE difference (mm), 95% bootstrap "
-              "interval over the videos", "",
-              "Negative: LMR better. Per-video MPJPE averaged over each model's seeds first.", "",
-              "| Model | test: LMR - model | [95% CI] | LMR better in | shift: LMR - model "
-              "| [95% CI] | LMR better in |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for label, row in summary.items():
-        if "vs_lmr" not in row:
-            continue
-        cells = []
-        for name in ("test", "shift"):
-            d = row["vs_lmr"][name]
-            cells += [f"{d['mean']:+.1f}", f"[{d['low']:+.1f}, {d['high']:+.1f}]",
-                      f"{d['better']} / {d['videos']}"]  # fmt: skip
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    for name in ("test", "shift"):
-        lines += ["", f"## MPJPE per body part and by 2D visibility, {name} (mm)", "",
-                  "All 49 vibe49 joints by LMR part (centred on the mid hips); visible / hidden: "
-                  "the 14 common joints where the 2D keypoint was seen / hidden.", "",
-                  "| Model | " + " | ".join(PARTS) + " | visible | hidden |",
-                  "|---|" + "---:|" * (len(PARTS) + 2)]  # fmt: skip
-        for label, row in summary.items():
-            cells = [_cell(row[name][k]) for k in (*PARTS, "visible", "hidden")]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_curves(curves: dict[str, list[list[dict]]], floors: dict[str, float], path: str) -> None:
-    """Validation MPJPE against the step of every run (one colour per model, one line per seed)
-    and the training loss; `floors` (label -> validation MPJPE) as dashed lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for (label, seeds), colour in zip(curves.items(), colours, strict=False):
-        for k, records in enumerate(seeds):
-            val = [(r["step"], r["val_MPJPE"]) for r in records if "val_MPJPE" in r]
-            loss = [(r["step"], r["loss"]) for r in records if "loss" in r]
-            name = label if k == 0 else None
-            if val:
-                axes[0].plot(*zip(*val, strict=True), color=colour, alpha=0.85, label=name,
-                             marker="o", markersize=2.5)  # fmt: skip
-            if loss:
-                axes[1].plot(*zip(*loss, strict=True), color=colour, alpha=0.85, label=name)
-    for (label, value), colour in zip(floors.items(), colours[len(curves) :], strict=False):
-        axes[0].axhline(value, color=colour, linestyle="--", label=label)
-    axes[0].set(xlabel="step", ylabel="validation MPJPE (mm)", title="validation (20 videos)")
-    axes[1].set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
-    axes[0].legend(fontsize=8)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -609,16 +334,16 @@ def run(settings: Settings) -> str:
     if not runs:
         raise ValueError(f"no finished run in {out_dir}, expected at least one (run without "
                          "--report_only first).")  # fmt: skip
-    summary = summarize(runs, settings.resamples)
+    summary = tables.summarize(runs, settings.resamples)
     sources = sorted({i["source"] for i in info.values() if "source" in i})
     table = (f"Made by `{command_line(settings)}` at commit {_commit()}; the runs' lmr_jax "
              f"source fingerprint: {', '.join(sources) or '-'}.\n\n")  # fmt: skip
-    table += results_markdown(summary, info, settings)
+    table += tables.results_markdown(summary, info, settings.test_sets())
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(table)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump({"summary": summary, "info": info, "runs": runs}, f, indent=1)
-    plot_curves(curves, floors, os.path.join(out_dir, "curves.png"))
+    tables.plot_curves(curves, floors, os.path.join(out_dir, "curves.png"))
     return table
 
 
