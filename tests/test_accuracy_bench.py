@@ -135,6 +135,19 @@ def test_the_driver_scores_reuses_resumes_and_sets_aside(
     out = capsys.readouterr().out
     assert "finished run found" in out and "training" not in out and "scoring" not in out
 
+    # The records (no checkpoint) make the same table in a new out_dir: nothing trained or scored.
+    records = tmp_path / "records"
+    recorded = dataclasses.replace(settings, record_dir=str(records))
+    bench.run(recorded)
+    assert sorted(os.listdir(records / "lmr" / "seed0")) == sorted(bench.RECORD_FILES)
+    assert os.listdir(records / "ridge") == ["bench_eval.json"]
+    elsewhere = dataclasses.replace(recorded, out_dir=str(tmp_path / "elsewhere"))
+    assert bench.run(elsewhere).split("\n", 1)[1] == table.split("\n", 1)[1]
+    out = capsys.readouterr().out
+    assert "restored its record" in out and "finished run found" in out
+    assert "training" not in out and "scoring" not in out and "fitting" not in out
+    assert not os.path.exists(tmp_path / "elsewhere" / "runs" / "lmr" / "seed0" / "checkpoints")
+
     # A run stopped before its end is handed to train.train in its workdir again (train's own
     # tests show that it resumes exactly from the last checkpoint): recorded, not rerun.
     trained = []

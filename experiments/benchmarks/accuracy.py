@@ -36,7 +36,10 @@ Resuming: a run's workdir holds bench_run.json (its config, the package version 
 fingerprint, lmr_jax.reuse.run_identity). A finished run with the same identity is reused; an
 unfinished one continues from its last checkpoint (every 200 steps); a run made with another
 config or code is moved aside (never deleted) and trained again. Scores are cached per run with
-its identity and `SCORING_VERSION`. `--report_only` trains nothing and reports the finished runs
+its identity and `SCORING_VERSION`. `--record_dir` keeps a copy of every finished run's
+small files (identity, log, scores; no checkpoint) and restores them into a new --out_dir: a
+table can be made over several sessions or machines (with the same code and data), and the
+records can be committed. `--report_only` trains nothing and reports the finished runs
 as they are, whatever code made them (results.md names the runs' source fingerprints).
 """
 
@@ -47,6 +50,7 @@ import functools
 import importlib.util
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -113,6 +117,7 @@ class Settings:
     dataset: str = "synthetic_motion/standard"  # train, validation, test
     shift: str = "synthetic_motion/shift"  # its test split
     report_only: bool = False
+    record_dir: str = ""  # finished runs' small files are copied here and restored from here
     resamples: int = 10_000
     ridge_lambdas: tuple[float, ...] = scoring.RIDGE_LAMBDAS  # the penalties tried on validation
 
@@ -153,6 +158,33 @@ def run_config(
     config.data.validation.name = config.eval.name = dataset
     config.eval.split = ""  # the driver scores the runs itself (`score_run`)
     return config
+
+
+RECORD_FILES = ("bench_run.json", "bench_done.json", "bench_eval.json", "metrics.jsonl")
+
+
+def restore_record(record: str, workdir: str) -> bool:
+    """Copies a finished run's record (RECORD_FILES, no checkpoint) into `workdir` when the
+    workdir does not exist yet; returns whether it did. `ensure_trained` then reuses it only if
+    its identity matches, and `score_run` reads its cached scores."""
+    present = [os.path.exists(os.path.join(record, name)) for name in RECORD_FILES]
+    if not record or os.path.exists(workdir) or not any(present):
+        return False
+    os.makedirs(workdir)
+    for name, there in zip(RECORD_FILES, present, strict=True):
+        if there:
+            shutil.copy(os.path.join(record, name), workdir)
+    return True
+
+
+def save_record(workdir: str, record: str) -> None:
+    """Copies a finished, scored run's RECORD_FILES from `workdir` to `record` (if set)."""
+    if not record:
+        return
+    os.makedirs(record, exist_ok=True)
+    for name in RECORD_FILES:
+        if os.path.exists(os.path.join(workdir, name)):
+            shutil.copy(os.path.join(workdir, name), record)
 
 
 def _median_rate(workdir: str) -> float:
@@ -265,9 +297,12 @@ def run_rows(settings: Settings) -> tuple[dict, dict, dict, dict]:
             if not row.experiment:
                 config = run_config(ROWS[0], 0, *where)
                 workdir = os.path.join(out_dir, "runs", row.key)
+                record = os.path.join(settings.record_dir, row.key) if settings.record_dir else ""
+                restore_record(record, workdir)
                 if report_only and not os.path.exists(os.path.join(workdir, "bench_eval.json")):
                     continue
                 ridge, scores = run_ridge(config, workdir, settings)
+                save_record(workdir, record)
                 info = {"params": ridge["params"], "steps": "-", "ridge": ridge}
                 results[row.key, 0] = (scores, info, None)
                 floors[row.label] = min(ridge["validation_mpjpe"].values())
@@ -276,6 +311,11 @@ def run_rows(settings: Settings) -> tuple[dict, dict, dict, dict]:
             workdir = os.path.join(out_dir, "runs", row.key, f"seed{seed}")
             label = f"{row.label} (seed {seed})"
             done_file = os.path.join(workdir, "bench_done.json")
+            record = settings.record_dir and os.path.join(
+                settings.record_dir, row.key, f"seed{seed}"
+            )
+            if restore_record(record, workdir):
+                print(f"{label}: restored its record from {record}", flush=True)
             if report_only and not os.path.exists(done_file):
                 continue
             if report_only:  # whatever code made it: its fingerprint goes into results.md
@@ -283,6 +323,7 @@ def run_rows(settings: Settings) -> tuple[dict, dict, dict, dict]:
             else:
                 done = ensure_trained(label, config, workdir)
             scores = score_run(label, config, workdir, done["identity"], settings)
+            save_record(workdir, record)
             params = json.load(open(os.path.join(workdir, "bench_eval.json")))["params"]
             info = {"params": params, "steps": config.train.num_steps,
                     "steps_per_s": done["steps_per_s"],
@@ -404,6 +445,8 @@ def define_flags() -> None:
     flags.DEFINE_string("dataset", default.dataset, "Train, validation and test dataset.")
     flags.DEFINE_string("shift", default.shift, "The distribution-shift test set (its test split).")
     flags.DEFINE_bool("report_only", default.report_only, "Train nothing; report finished runs.")
+    flags.DEFINE_string("record_dir", default.record_dir,
+                        "Copy finished runs' records here; restore them from here.")  # fmt: skip
     flags.DEFINE_integer("resamples", default.resamples, "Bootstrap resamples.")
     flags.DEFINE_list("ridge_lambdas", [str(v) for v in default.ridge_lambdas],
                       "Ridge penalties tried on validation.")  # fmt: skip
