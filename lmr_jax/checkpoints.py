@@ -207,7 +207,7 @@ def saved_model_view(saved: Any) -> Any:
     checkpoints stay compatible with configs that leave the new fields at their defaults. A
     config of an unknown model is returned as saved.
     """
-    if not (isinstance(saved, dict) and saved.get("name") in models.MODEL_NAMES):
+    if not (isinstance(saved, dict) and saved.get("name") in models.SYSTEMS):
         return saved
     defaults = json_view(models.default_model_config(saved["name"]))
     return {**defaults, **models.saved_model_config(saved)}

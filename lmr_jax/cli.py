@@ -118,7 +118,7 @@ def _model_field_problem(config: ml_collections.ConfigDict, field: str) -> str |
     model = config.get("model")
     if len(path) < 2 or path[0] != "model" or not isinstance(model, ml_collections.ConfigDict):
         return None
-    if path[1] in model or model.get("name") not in models.MODEL_NAMES:
+    if path[1] in model or model.get("name") not in models.SYSTEMS:
         return None
     return models.unknown_field_message(model.name, path[1])
 

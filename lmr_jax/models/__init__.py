@@ -50,12 +50,12 @@ SYSTEMS: dict[str, types.ModuleType] = {
     "vibe": vibe,
     "hmr": hmr,
 }
-MODEL_NAMES = tuple(SYSTEMS)
+MODEL_NAMES = tuple(SYSTEMS)  # the names as registered at import
 
 
 def _system(name: str) -> types.ModuleType:
     if name not in SYSTEMS:
-        raise ValueError(f"model.name is '{name}', expected one of {MODEL_NAMES}.")
+        raise ValueError(f"model.name is '{name}', expected one of {tuple(SYSTEMS)}.")
     return SYSTEMS[name]
 
 
@@ -82,7 +82,7 @@ def default_model_config(name: str = "lmr") -> ml_collections.ConfigDict:
       ValueError: an unknown name.
     """
     if name not in SYSTEMS:
-        raise ValueError(f"unknown model '{name}', expected one of {MODEL_NAMES}.")
+        raise ValueError(f"unknown model '{name}', expected one of {tuple(SYSTEMS)}.")
     return SYSTEMS[name].default_config()
 
 
