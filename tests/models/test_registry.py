@@ -228,8 +228,9 @@ def test_prediction_rebuilds_a_run_saved_with_an_old_flat_config(tmp_path):
     compat["model"] = old_flat("hmr", hidden_size=32, regressor_hidden=16, num_iterations=1)
     mngr = checkpoints.checkpoint_manager(str(tmp_path), 1)
     state = {"step": 0, "params": params, "opt_state": {}}
+    meta = {"compat": compat, "step": 0}
     mngr.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                         meta=ocp.args.JsonSave({"compat": compat, "step": 0})))  # fmt: skip
+                                         meta=ocp.args.JsonSave(meta)))  # fmt: skip
     mngr.wait_until_finished()
     loaded, _, info = predict_io.load_run(str(tmp_path), model_config=config.model)
     assert type(loaded) is hmr.HMR and loaded.regressor_hidden == 16
