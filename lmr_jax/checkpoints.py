@@ -19,7 +19,7 @@ import re
 import sys
 import textwrap
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import ml_collections
@@ -29,9 +29,7 @@ from absl import logging
 from etils import epath
 
 from lmr_jax import models
-
-if TYPE_CHECKING:
-    from lmr_jax.train import TrainState
+from lmr_jax.train_state import TrainState
 
 
 class TrainingError(RuntimeError):
@@ -189,16 +187,30 @@ def read_checkpoint(mngr: ocp.CheckpointManager, step: int) -> tuple[dict, Any]:
 def read_meta(mngr: ocp.CheckpointManager, step: int) -> dict:
     """The JSON saved beside a checkpoint: {'compat': the config fields it must match, 'step'}.
 
-    Model fields added to lmr_jax after the checkpoint was saved are filled with their defaults
-    (e.g. `single_rnn_hidden_size`), so older checkpoints stay compatible with configs that
-    leave the new fields at their defaults.
+    The saved model config is read as `saved_model_view` reads it: in its system's fields,
+    with model fields added to lmr_jax after the checkpoint was saved at their defaults.
     """
     meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     saved = meta.get("compat", {}).get("model")
-    if isinstance(saved, dict) and saved.get("name") in models.MODEL_NAMES:
-        defaults = json_view(models.default_model_config(saved["name"]))
-        meta["compat"]["model"] = {**defaults, **saved}
+    if saved is not None:
+        meta["compat"]["model"] = saved_model_view(saved)
     return meta
+
+
+def saved_model_view(saved: Any) -> Any:
+    """A model config saved with a checkpoint as today's config of its system would be saved.
+
+    Checkpoints saved before each system owned its config hold one flat model config with the
+    fields of every system: the fields of other systems are dropped (the model never read
+    them), renamed fields take their new names (models.saved_model_config), and fields added
+    to lmr_jax since (e.g. `single_rnn_hidden_size`) take their defaults, so that older
+    checkpoints stay compatible with configs that leave the new fields at their defaults. A
+    config of an unknown model is returned as saved.
+    """
+    if not (isinstance(saved, dict) and saved.get("name") in models.SYSTEMS):
+        return saved
+    defaults = json_view(models.default_model_config(saved["name"]))
+    return {**defaults, **models.saved_model_config(saved)}
 
 
 def check_compatible(

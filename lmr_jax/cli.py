@@ -96,6 +96,8 @@ def _config_problem(argv: list[str]) -> str | None:
         return f"--config={value} did not load: {error}."
     fields = list(_field_paths(config))
     for field in _overrides(argv):
+        if field not in fields and _model_field_problem(config, field):
+            return f"--config.{field}: {_model_field_problem(config, field)}"
         if field not in fields:
             closest = difflib.get_close_matches(field, fields, n=1, cutoff=0.0)[0]
             hint = f"the closest is '{closest}'"
@@ -105,6 +107,20 @@ def _config_problem(argv: list[str]) -> str | None:
                 f"--config.{field} names no field of {value}; expected an existing field ({hint})."
             )
     return None
+
+
+def _model_field_problem(config: ml_collections.ConfigDict, field: str) -> str | None:
+    """For `model.X` where the config's model has no X: the registry's sentence naming the
+    model's system and its fields (X may be another system's field), else None."""
+    from lmr_jax import models
+
+    path = field.split(".")
+    model = config.get("model")
+    if len(path) < 2 or path[0] != "model" or not isinstance(model, ml_collections.ConfigDict):
+        return None
+    if path[1] in model or model.get("name") not in models.SYSTEMS:
+        return None
+    return models.unknown_field_message(model.name, path[1])
 
 
 def _flag_error(error: Exception) -> str:

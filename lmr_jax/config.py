@@ -8,8 +8,10 @@ fields. Fields (all overridable on the command line as `--config.optim.lr=3e-4`)
   group; weight 0 leaves a dataset out), `ratio_2d` (the share of the '2d' group when the
   datasets name groups, see `dataset_config`), `tail_window` (see
   `lmr_jax.data.pipeline.window_index`), `validation` (name, split, joints), `eval_max_videos`;
-- `model`: see `lmr_jax.models.default_model_config`; `loss`: see `lmr_jax.losses` (a named
-  `preset`, 'synthetic' here, 'vibe' in `vibe_setting`, and per-term fields that override it);
+- `model`: the fields of the model's system (`lmr_jax.models.default_model_config`, e.g.
+  lmr_jax/models/lmr.py; a field of another system is refused); `loss`: see `lmr_jax.losses`
+  (a named `preset`, 'synthetic' here, 'vibe' in `vibe_setting`, and per-term fields that
+  override it);
 - `optim`: the optimizer ('adam' or plain 'sgd'), learning rate, schedule ('constant',
   'cosine' or 'plateau': the learning rate drops by `plateau_factor` when the validation
   metric `plateau_metric` has not improved by a relative `plateau_threshold` for more than
@@ -125,6 +127,13 @@ def base_config(model_name: str = "lmr") -> ml_collections.ConfigDict:
     return c
 
 
+def set_hidden_size(config: ml_collections.ConfigDict, width: int) -> None:
+    """Sets model.hidden_size (the GRU width) where the model has one: HMR has no GRU, and
+    its regressor keeps its width (model.regressor_hidden) in every variant."""
+    if "hidden_size" in config.model:
+        config.model.hidden_size = width
+
+
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Turns a config into its tiny 'smoke' variant: small model, a few steps, tiny data."""
     config.data.train = ml_collections.ConfigDict(
@@ -137,10 +146,10 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def _tiny_run(config: ml_collections.ConfigDict, window: int, eval_every: int):
-    """The model, optimizer and loop fields of every smoke variant: hidden 32, batch 8, 2
-    steps, a checkpoint after each."""
+    """The model, optimizer and loop fields of every smoke variant: hidden 32 (GRUs), batch 8,
+    2 steps, a checkpoint after each."""
     config.data.window = window
-    config.model.hidden_size = 32
+    set_hidden_size(config, 32)
     config.optim.lr = 1e-3
     config.train.batch_size = 8
     config.train.num_steps = 2
@@ -212,6 +221,7 @@ def _check_mixture(config: ml_collections.ConfigDict) -> None:
 
 def check(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError with one sentence naming the first invalid field."""
+    models.check_model_config(config.model)
     _check_choices(config)
     losses.resolve(config.loss)
     positive = ("train.batch_size", "train.num_steps", "data.window", "optim.lr")
@@ -244,7 +254,7 @@ def cpu(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.data.validation.name = "synthetic_motion/small"
     config.eval.name = "synthetic_motion/small"
     config.data.eval_max_videos = 4
-    config.model.hidden_size = 256
+    set_hidden_size(config, 256)
     config.optim.lr = 1e-3
     config.optim.schedule = "cosine"
     config.optim.warmup_steps = 20
@@ -271,7 +281,7 @@ def bench(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.data.validation.name = "synthetic_motion/standard"
     config.eval.name = "synthetic_motion/standard"
     config.data.eval_max_videos = 20
-    config.model.hidden_size = 128
+    set_hidden_size(config, 128)
     config.optim.lr = 1e-3
     config.optim.schedule = "cosine"
     config.optim.warmup_steps = 50

@@ -59,6 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmr_jax import geometry, metrics, smpl
+from lmr_jax.runner import run_windows  # also lmr_jax.evaluate.run_windows, as before
 from lmr_jax.smpl import COMMON14_PELVIS, VIBE49_TO_COMMON14
 
 METRICS = ("MPJPE", "PA-MPJPE", "PVE", "PVE-centred", "Accel")
@@ -99,23 +100,6 @@ def get_eval_joints(joints: str) -> EvalJoints:
         raise ValueError(f"eval joints '{joints}' are unknown, expected one of "
                          f"{tuple(EVAL_JOINTS)}.")  # fmt: skip
     return EVAL_JOINTS[joints]
-
-
-def run_windows(apply_fn: Callable, windows: np.ndarray, batch_size: int = 64) -> dict:
-    """`apply_fn` over windows [W, T, D], `batch_size` windows per call; returns [W, T, ...].
-
-    Each call's batch is padded to a power of two (at most `batch_size`), so a few compiled
-    shapes serve videos of every length.
-    """
-    chunks = []
-    for i in range(0, len(windows), batch_size):
-        chunk = windows[i : i + batch_size]
-        count = len(chunk)
-        size = min(batch_size, 1 << max(count - 1, 0).bit_length())
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - count, 0)])
-        out = jax.device_get(apply_fn(jnp.asarray(chunk)))
-        chunks.append({k: v[:count] for k, v in out.items()})
-    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lmr_jax import evaluate, geometry, jit_cache, smpl, train
+from lmr_jax import geometry, jit_cache, runner, smpl
 from lmr_jax.data.vibe_format import KEYPOINT_CROP_SCALE  # the crop is the bbox x 1.2 (VIBE)
 from lmr_jax.predict_io import (  # the files prediction reads and writes; re-exported here
     PredictError,
@@ -189,7 +189,7 @@ def predict_sequence(
     else:
         starts, weights = stitch_plan(n, window, overlap)
         windows = np.stack([features[s : s + window] for s in starts])
-        out = evaluate.run_windows(functools.partial(apply, params), windows, batch_size)
+        out = runner.run_windows(functools.partial(apply, params), windows, batch_size)
         blended = {k: np.zeros((n, *out[k].shape[2:])) for k in keys}
         for w, s in enumerate(starts):
             for k in keys:
@@ -209,7 +209,7 @@ def predict_sequence(
 
 def _apply_fn(model) -> Callable:
     """Jitted (params, features [W, T, D]) -> the final rotmats, betas and cam."""
-    return train.make_apply_fn(model, ("rotmats", "betas", "cam"))
+    return runner.make_apply_fn(model, ("rotmats", "betas", "cam"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""Training: the train state, the pmapped train step, checkpoints, metric logging and the loop.
+"""Training: the pmapped train step, validation, metric logging and the loop.
 
 Data parallelism follows the JAX pmap migration guide: the train state is NOT replicated
 (`in_axes=None`, `out_axes=None`), only the batch carries a leading local-device axis, and
 gradients are averaged with `lax.pmean`. The same code runs on CPU, GPU and TPU and on several
 hosts (each process reads its own shard; `jax.distributed.initialize` is called by main.py).
-Checkpoints live in lmr_jax/checkpoints.py, the optimizer and its schedules in lmr_jax/optim.py.
+Checkpoints live in lmr_jax/checkpoints.py, the optimizer and its schedules in lmr_jax/optim.py,
+the train state in lmr_jax/train_state.py and the jitted inference (`make_apply_fn`, shared with
+evaluation and prediction) in lmr_jax/runner.py; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -25,7 +26,7 @@ import optax
 from absl import logging
 
 from lmr_jax import config as config_lib
-from lmr_jax import jit_cache, losses, models, smpl
+from lmr_jax import losses, models, smpl
 from lmr_jax.checkpoints import (
     BestCheckpoint,
     TrainingError,
@@ -41,15 +42,8 @@ from lmr_jax.data import pipeline
 from lmr_jax.metric_log import MetricLog, plot_curves
 from lmr_jax.optim import learning_rate_schedule, make_optimizer, plateau_state, plateau_update
 from lmr_jax.rngs import apply_for_training, dropout_rngs, example_index, init_rng, uses_dropout
-
-
-@flax.struct.dataclass
-class TrainState:
-    """Everything that changes during training; no RNG (it is derived from the step)."""
-
-    step: jnp.ndarray
-    params: Any
-    opt_state: Any
+from lmr_jax.runner import make_apply_fn  # also lmr_jax.train.make_apply_fn, as before
+from lmr_jax.train_state import TrainState  # also lmr_jax.train.TrainState, as before
 
 
 def _skipped(finite: jnp.ndarray, new: jnp.ndarray, old: jnp.ndarray) -> jnp.ndarray:
@@ -216,28 +210,6 @@ def eval_spec(config: ml_collections.ConfigDict, name: str, split: str) -> pipel
     return pipeline.DatasetSpec(
         name=name, split=split, data_dir=config.data.data_dir, window=config.data.window
     )
-
-
-EVAL_OUTPUTS = ("joints3d", "vertices", "pose", "betas", "cam", "kp2d")
-
-
-def make_apply_fn(model, keys: tuple[str, ...] = EVAL_OUTPUTS) -> Callable:
-    """Jitted inference: (params, features [W, T, D]) -> the model outputs named by `keys`
-    (by default those evaluation needs; prediction asks for the parameters only).
-
-    The same model object gets the same function (jit_cache), so validations after the first
-    reuse its compiled programs.
-    """
-
-    def make():
-        @jax.jit
-        def apply(params, features):
-            out = model.apply({"params": params}, features, train=False)
-            return {k: out[k] for k in keys}
-
-        return apply
-
-    return jit_cache.per_object("apply:" + ",".join(keys), model, make)
 
 
 def evaluate_set(

@@ -19,7 +19,7 @@ def smoke_config(data_dir, model="lmr", **train_overrides):
     config.data.train.synthetic.name = "synthetic_motion/tiny"
     config.data.validation.name = "synthetic_motion/tiny"
     config.eval.name = "synthetic_motion/tiny"
-    config.model.hidden_size = 16
+    config_lib.set_hidden_size(config, 16)
     config.model.num_iterations = 2
     for key, value in train_overrides.items():
         config.train[key] = value

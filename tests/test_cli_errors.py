@@ -42,6 +42,10 @@ def run_command(entry, *args):
           "the closest is '", "the top-level fields are data, eval, loss, model, optim"]),
         (None, [SMOKE, "--config.optim.lrr=1"],
          ["--config.optim.lrr names no field", "(the closest is 'optim.lr')."]),
+        (None, ["--config=experiments/hmr_framewise.py:smoke", "--config.model.hidden_size=16"],
+         ["--config.model.hidden_size: model.hidden_size is not a field of the 'hmr' model; "
+          "its fields: dtype, head_init, joint_layout, mean_params, name, num_iterations, "
+          "regressor_dropout, regressor_hidden."]),
         ("train_cli", ["--config=experiments/lmr_synthetic.py:gpu"],
          ["--config=experiments/lmr_synthetic.py:gpu: unknown config variant 'gpu', "
           "expected one of ['', 'bench', 'cpu', 'smoke']."]),
@@ -51,7 +55,8 @@ def run_command(entry, *args):
         (None, [SMOKE, "--smpl_path=/nonexistent/smpl.pkl"],
          ["SMPL model file /nonexistent/smpl.pkl does not exist"]),
     ],
-    ids=["missing_file", "unknown_field", "mistyped_nested_field", "unknown_variant",
+    ids=["missing_file", "unknown_field", "mistyped_nested_field", "another_models_field",
+         "unknown_variant",
          "eval_of_a_missing_workdir", "training_with_a_bad_smpl_path"],
 )  # fmt: skip
 def test_bad_input_is_one_sentence_exit_status_2_and_creates_nothing(

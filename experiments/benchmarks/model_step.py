@@ -118,7 +118,7 @@ def prepare_model(name: str, setting: dict, body, data: dict) -> dict:
     matched = overrides.get("single_rnn_hidden_size") == "matched"
     overrides = {k: v for k, v in overrides.items() if v != "matched"}
     config = default_model_config(model_name)
-    if setting["hidden"] is not None:
+    if setting["hidden"] is not None and "hidden_size" in config:  # HMR has no GRU
         config.hidden_size = setting["hidden"]
     config.num_iterations = setting["iterations"]
     config.dtype = _DTYPE.value
@@ -129,7 +129,8 @@ def prepare_model(name: str, setting: dict, body, data: dict) -> dict:
     if matched:
         config.single_rnn_hidden_size = matched_single_rnn_width(config, setting["features"])
     model = build_model(config, body)
-    config.scan_unroll = setting["frames"]
+    if "scan_unroll" in config:  # HMR has no scan: its step is the same program
+        config.scan_unroll = setting["frames"]
     unrolled = build_model(config, body)
     features = data["features"]
     params = jax.jit(lambda x: model.init(jax.random.key(0), x)["params"])(features)

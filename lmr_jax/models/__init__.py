@@ -1,5 +1,12 @@
 """Models and their registry: LMR (and its ablations), the VIBE-style and per-frame HMR baselines.
 
+Each system lives in its own file, `lmr_jax/models/<system>.py`, with its Flax module(s) AND its
+config: `default_config()` (its fields with their defaults; the fields every system shares come
+from models.common), `check_config(config)` (ValueError, one sentence) and
+`build(config, body_model)` (the Flax module), and optionally `RENAMED_FIELDS` (old field name
+-> new one, so that configs and checkpoints of before a rename keep loading). `SYSTEMS` below
+maps a name to that module; a new system is one new line there.
+
 `build_model(config, body_model)` returns a Flax module for a config from
 `default_model_config(name)`. Every module is called as
 
@@ -9,12 +16,19 @@
 and returns the dict described in params.smpl_outputs. `count_params` and `model_param_count`
 count parameters (the latter by abstract evaluation, cheap at any size);
 `matched_single_rnn_width` gives the capacity-matched width of the single-RNN ablation.
+
+Compatibility: a config holds exactly its system's fields. A field of another system (or none)
+is refused naming the field, the system and its fields; a field missing from a config (a
+config saved before the field existed) takes its default; `saved_model_config` turns a model
+config saved with a checkpoint (before this registry, every system's fields in one flat config)
+into its system's fields.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import types
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +36,7 @@ import ml_collections
 import numpy as np
 
 from lmr_jax import smpl as smpl_lib
+from lmr_jax.models import common, hmr, lmr, vibe
 from lmr_jax.models.hmr import HMR, HMRRegressor
 from lmr_jax.models.layers import FeedForward, StackedDense
 from lmr_jax.models.lmr import LMR, PartRecurrences, SingleRecurrence
@@ -30,153 +45,101 @@ from lmr_jax.models.recurrent import GRU, gru_scan
 from lmr_jax.models.resnet import ResNet, ResNet18, ResNet34, ResNet50
 from lmr_jax.models.vibe import VIBE, TemporalEncoder
 
-MODEL_NAMES = ("lmr", "vibe", "hmr")
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+SYSTEMS: dict[str, types.ModuleType] = {
+    "lmr": lmr,
+    "vibe": vibe,
+    "hmr": hmr,
+}
+MODEL_NAMES = tuple(SYSTEMS)  # the names as registered at import
+
+
+def _system(name: str) -> types.ModuleType:
+    if name not in SYSTEMS:
+        raise ValueError(f"model.name is '{name}', expected one of {tuple(SYSTEMS)}.")
+    return SYSTEMS[name]
+
+
+def renamed_fields(name: str) -> dict[str, str]:
+    """Old field name -> new one of the system `name` (its module's RENAMED_FIELDS)."""
+    return dict(getattr(_system(name), "RENAMED_FIELDS", {}))
+
+
+def unknown_field_message(name: str, field: str) -> str:
+    """The sentence for a field `field` that the system `name` does not have (its fields, or
+    the field's new name when it was renamed)."""
+    return common.unknown_field_message(
+        name, field, default_model_config(name), renamed_fields(name)
+    )
 
 
 def default_model_config(name: str = "lmr") -> ml_collections.ConfigDict:
-    """All model fields with their defaults for `name` ('lmr', 'vibe' or 'hmr').
+    """The model fields of the system `name` ('lmr', 'vibe', 'hmr', ...) with their defaults.
 
-    Fields: name; hidden_size (GRU width: 512 for each of LMR's seven GRUs, 1024 for VIBE's and
-    HMR's, see below); num_iterations (V for LMR, the regressor's iterations
-    for VIBE/HMR); gru_layers (1 for LMR, 2 for VIBE); bidirectional; dropout (between GRU layers
-    and on LMR's hidden layers); camera ('rnn' | 'dense', LMR); single_rnn, no_root_dependency
-    (LMR ablations); single_rnn_hidden_size (width of the `single_rnn` ablation's one pose GRU,
-    0 = hidden_size; the shape and camera modules keep hidden_size; refused unless single_rnn;
-    `matched_single_rnn_width` gives the width at which the ablation holds LMR's parameter
-    count); dtype ('float32' | 'bfloat16' matmuls); mean_params (path of VIBE's
-    smpl_mean_params.npz, '' for an upright root with identity joints / zero shape / cam
-    [0.9, 0, 0], see models.params); joint_layout;
-    parts (LMR's part table, root first, as (name, joints) pairs); head_init ('small' | 'zeros');
-    regressor_hidden, regressor_dropout (HMR regressor of VIBE/HMR); add_linear, use_residual
-    (VIBE's temporal encoder: ReLU + a linear layer back to the feature width, and the residual
-    connection to the input features, see models.vibe; refused as False for the other models);
-    scan_unroll (time steps per scan loop iteration, a speed knob).
+    The fields are the system's (see its module's docstring, e.g. models.lmr), starting with
+    the ones every system shares (models.common).
 
-    LMR's width: the paper gives no hidden size. Each of its seven GRUs (root, five parts, camera)
-    models 2-5 joints or 3 camera numbers, where VIBE's one GRU of 1024 models the whole body;
-    at 1024 each, LMR's recurrences alone cost 7 GRUs x 3 iterations x T steps of h @ W_hh,
-    twice VIBE's whole forward (experiments/benchmarks/model_step.py, row 'lmr_1024'). At 512
-    each the seven GRUs hold 3584 units in all and a training step costs under 2x VIBE's.
+    Raises:
+      ValueError: an unknown name.
     """
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model '{name}', expected one of {MODEL_NAMES}.")
-    config = ml_collections.ConfigDict()
-    config.name = name
-    config.hidden_size = 512 if name == "lmr" else 1024
-    config.num_iterations = 3
-    config.gru_layers = 2 if name == "vibe" else 1
-    config.bidirectional = False
-    config.dropout = 0.0
-    config.camera = "rnn"
-    config.single_rnn = False
-    config.no_root_dependency = False
-    config.single_rnn_hidden_size = 0
-    config.dtype = "float32"
-    config.mean_params = ""
-    config.joint_layout = "vibe49"
-    config.parts = tuple(smpl_lib.PARTS.items())
-    config.head_init = "small"
-    config.regressor_hidden = 1024
-    config.regressor_dropout = 0.5
-    config.add_linear = True
-    config.use_residual = True
-    config.scan_unroll = 1
-    return config
+    if name not in SYSTEMS:
+        raise ValueError(f"unknown model '{name}', expected one of {tuple(SYSTEMS)}.")
+    return SYSTEMS[name].default_config()
 
 
-def _check(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError with one clear sentence for a bad model config."""
-    choices = {
-        "name": MODEL_NAMES,
-        "camera": ("rnn", "dense"),
-        "dtype": tuple(_DTYPES),
-        "head_init": ("small", "zeros"),
-    }
-    for field, allowed in choices.items():
-        if config[field] not in allowed:
-            raise ValueError(f"model.{field} is '{config[field]}', expected one of {allowed}.")
-    for field in ("hidden_size", "num_iterations", "gru_layers", "regressor_hidden", "scan_unroll"):
-        if int(config[field]) < 1:
-            raise ValueError(f"model.{field} is {config[field]}, expected a positive integer.")
-    for field in ("dropout", "regressor_dropout"):
-        if not 0.0 <= float(config[field]) < 1.0:
-            raise ValueError(f"model.{field} is {config[field]}, expected a rate in [0, 1).")
-    single_width = int(config.get("single_rnn_hidden_size", 0))
-    if single_width < 0:
-        raise ValueError(f"model.single_rnn_hidden_size is {single_width}, expected 0 (= "
-                         "hidden_size) or a positive width.")  # fmt: skip
-    if single_width and not (config.name == "lmr" and config.single_rnn):
-        raise ValueError(f"model.single_rnn_hidden_size is {single_width}, but only LMR's "
-                         "single_rnn ablation has that GRU: set model.single_rnn=True or "
-                         "leave it 0.")  # fmt: skip
-    for field in ("add_linear", "use_residual"):
-        if not config.get(field, True) and config.name != "vibe":
-            raise ValueError(f"model.{field} is False, but only VIBE's temporal encoder has "
-                             "that option: leave it True.")  # fmt: skip
-    if config.single_rnn and config.no_root_dependency:
-        raise ValueError("model.single_rnn and model.no_root_dependency exclude each other: "
-                         "the single-RNN ablation has no root part.")  # fmt: skip
-    smpl_lib.get_layout(config.joint_layout)
+def complete_model_config(config) -> ml_collections.ConfigDict:
+    """`config` (a ConfigDict or dict) with the fields it lacks at their system's defaults
+    (a model config saved before a field existed); the name must be a system's."""
+    values = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+    defaults = _system(values.get("name", "")).default_config()
+    return ml_collections.ConfigDict({**defaults.to_dict(), **values})
+
+
+def check_model_config(config) -> None:
+    """Raises ValueError with one clear sentence for a bad model config: an unknown name, a
+    field the system does not have (another system's, a renamed one), or a bad value."""
+    system = _system(config.get("name", ""))
+    common.check_fields(config, system.default_config(), renamed_fields(config["name"]))
+    system.check_config(complete_model_config(config))
+
+
+def saved_model_config(saved: dict) -> dict:
+    """A model config as saved with a checkpoint, in its system's fields.
+
+    Configs saved before the registry hold the fields of every system in one flat dict; the
+    fields of other systems were never used by this system's module (whatever their values),
+    so they are dropped. Renamed fields (the system's RENAMED_FIELDS) take their new names.
+    Fields the saved config lacks are not filled here (see `complete_model_config`). A config
+    of an unknown system is returned as it is (building it fails, naming the model).
+    """
+    name = saved.get("name") if isinstance(saved, dict) else None
+    if name not in SYSTEMS:
+        return saved
+    renamed = renamed_fields(name)
+    fields = SYSTEMS[name].default_config()
+    out = {}
+    for field, value in saved.items():
+        field = renamed.get(field, field)
+        if field in fields:
+            out[field] = value
+    return out
 
 
 def build_model(config: ml_collections.ConfigDict, body_model: smpl_lib.SMPLModel):
     """Builds the model that `config` describes.
 
     Args:
-      config: a config with the fields of `default_model_config`.
+      config: a model config (the fields of `default_model_config(config.name)`; missing
+        fields take their defaults).
       body_model: the SMPL model, kept as constants of the module (not parameters).
 
     Returns:
-      A flax.linen.Module (LMR, VIBE or HMR).
+      A flax.linen.Module (LMR, VIBE, HMR, ...: the system's `build`).
 
     Raises:
       ValueError: naming the bad field, the unreadable mean-parameter file or the bad part table.
     """
-    _check(config)
-    common = dict(
-        body_model=body_model,
-        joint_body_model=smpl_lib.joint_model(body_model, config.joint_layout),
-        mean_params=load_mean_params(config.mean_params),
-        num_iterations=int(config.num_iterations),
-        head_init=config.head_init,
-        joint_layout=config.joint_layout,
-        dtype=_DTYPES[config.dtype],
-    )
-    rnn = dict(
-        scan_unroll=int(config.scan_unroll),
-        hidden_size=int(config.hidden_size),
-        bidirectional=bool(config.bidirectional),
-        dropout=float(config.dropout),
-    )
-    regressor = dict(
-        regressor_hidden=int(config.regressor_hidden),
-        regressor_dropout=float(config.regressor_dropout),
-    )
-    if config.name == "lmr":
-        parts = tuple(smpl_lib.validate_parts(dict(config.parts)).items())
-        return LMR(
-            gru_layers=int(config.gru_layers),
-            camera=config.camera,
-            single_rnn=bool(config.single_rnn),
-            # .get: model configs saved with checkpoints before the field existed lack it.
-            single_rnn_hidden_size=int(config.get("single_rnn_hidden_size", 0)),
-            no_root_dependency=bool(config.no_root_dependency),
-            parts=parts,
-            **rnn,
-            **common,
-        )
-    if config.name == "vibe":
-        return VIBE(
-            gru_layers=int(config.gru_layers),
-            # .get: model configs saved with checkpoints before the fields existed lack them.
-            add_linear=bool(config.get("add_linear", True)),
-            use_residual=bool(config.get("use_residual", True)),
-            **rnn,
-            **regressor,
-            **common,
-        )
-    return HMR(**regressor, **common)
+    check_model_config(config)
+    return _system(config["name"]).build(complete_model_config(config), body_model)
 
 
 def count_params(params) -> int:
@@ -239,12 +202,12 @@ def matched_single_rnn_width(config: ml_collections.ConfigDict, feature_dim: int
     Returns:
       The width whose single-RNN model's parameter count is closest to LMR's.
     """
-    lmr = ml_collections.ConfigDict(config.to_dict())
-    lmr.update(single_rnn=False, no_root_dependency=False, single_rnn_hidden_size=0)
-    target = model_param_count(lmr, feature_dim)
+    full = ml_collections.ConfigDict(config.to_dict())
+    full.update(single_rnn=False, no_root_dependency=False, single_rnn_hidden_size=0)
+    target = model_param_count(full, feature_dim)
 
     def count(width: int) -> int:
-        single = ml_collections.ConfigDict(lmr.to_dict())
+        single = ml_collections.ConfigDict(full.to_dict())
         single.update(single_rnn=True, single_rnn_hidden_size=width)
         return model_param_count(single, feature_dim)
 
@@ -270,6 +233,7 @@ __all__ = [
     "HMRRegressor",
     "LMR",
     "MODEL_NAMES",
+    "SYSTEMS",
     "VIBE",
     "FeedForward",
     "MeanParams",
@@ -282,11 +246,16 @@ __all__ = [
     "StackedDense",
     "TemporalEncoder",
     "build_model",
+    "check_model_config",
+    "complete_model_config",
     "count_params",
     "default_model_config",
     "gru_scan",
     "load_mean_params",
     "matched_single_rnn_width",
     "model_param_count",
+    "renamed_fields",
+    "saved_model_config",
+    "unknown_field_message",
     "smpl_outputs",
 ]

@@ -5,6 +5,10 @@ dense layers of 1024 with dropout (no activation between them, exactly as SPIN's
 `Regressor`), then three linear heads give residual updates; this repeats `num_iterations` times
 (iterative error feedback) with shared weights, starting from the mean parameters. The feature
 part of the first layer is projected once for all iterations (hoisted, layers.FeedForward).
+
+Config (`default_config`, the registry's 'hmr'): the shared fields (models.common) and the
+regressor's, regressor_hidden (1024) and regressor_dropout (0.5), which VIBE's config has too
+(`add_regressor_fields`). HMR has no recurrence, so no hidden_size, GRU or scan fields.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from lmr_jax import smpl as smpl_lib
+from lmr_jax.models import common
 from lmr_jax.models.layers import FeedForward, StackedDense, head_init, linear_init
 from lmr_jax.models.params import NUM_BETAS, NUM_JOINTS, MeanParams, smpl_outputs
 
@@ -133,3 +139,43 @@ def regress_body(module: nn.Module, features: jnp.ndarray, *, train: bool) -> di
     return smpl_outputs(
         module.body_model, pose6d, betas, cam, module.joint_layout, module.joint_body_model
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Config and registry entry
+# ---------------------------------------------------------------------------------------------
+
+
+def add_regressor_fields(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Adds the regressor's fields: regressor_hidden (1024), regressor_dropout (0.5)."""
+    config.regressor_hidden = 1024
+    config.regressor_dropout = 0.5
+    return config
+
+
+def check_regressor(config: ml_collections.ConfigDict) -> None:
+    common.check_positive(config, ["regressor_hidden"])
+    common.check_rate(config, ["regressor_dropout"])
+
+
+def regressor_kwargs(config: ml_collections.ConfigDict) -> dict:
+    return dict(
+        regressor_hidden=int(config.regressor_hidden),
+        regressor_dropout=float(config.regressor_dropout),
+    )
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """HMR's model fields with their defaults (the module docstring lists them)."""
+    return add_regressor_fields(common.shared_config("hmr"))
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError with one clear sentence for a bad HMR config."""
+    common.check_shared(config, default_config())
+    check_regressor(config)
+
+
+def build(config: ml_collections.ConfigDict, body_model: smpl_lib.SMPLModel) -> HMR:
+    """The HMR module of a checked config (models.build_model checks and completes it)."""
+    return HMR(**regressor_kwargs(config), **common.shared_kwargs(config, body_model))

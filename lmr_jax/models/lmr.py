@@ -27,6 +27,21 @@ forward and reused by all iterations; each iteration projects only its small dyn
 
 Ablations (paper Table 1): `single_rnn` (one GRU on [phi, theta, beta] predicts all 24 joints)
 and `no_root_dependency` (the child parts do not receive theta_root).
+
+Config (`default_config`, the registry's 'lmr'): the shared fields (models.common), the
+recurrent ones (hidden_size 512 for each of the seven GRUs, see below; gru_layers 1,
+bidirectional, dropout (between GRU layers and on the hidden layers), scan_unroll), and LMR's
+own: camera ('rnn' | 'dense'), single_rnn, no_root_dependency (the ablations),
+single_rnn_hidden_size (width of the `single_rnn` ablation's one pose GRU, 0 = hidden_size;
+the shape and camera modules keep hidden_size; refused unless single_rnn;
+`models.matched_single_rnn_width` gives the width at which the ablation holds LMR's parameter
+count) and parts (the part table, root first, as (name, joints) pairs).
+
+LMR's width: the paper gives no hidden size. Each of its seven GRUs (root, five parts, camera)
+models 2-5 joints or 3 camera numbers, where VIBE's one GRU of 1024 models the whole body; at
+1024 each, LMR's recurrences alone cost 7 GRUs x 3 iterations x T steps of h @ W_hh, twice
+VIBE's whole forward (experiments/benchmarks/model_step.py, row 'lmr_1024'). At 512 each the
+seven GRUs hold 3584 units in all and a training step costs under 2x VIBE's.
 """
 
 from __future__ import annotations
@@ -36,9 +51,11 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from lmr_jax import smpl as smpl_lib
+from lmr_jax.models import common
 from lmr_jax.models.layers import FeedForward, StackedDense, head_init
 from lmr_jax.models.params import NUM_BETAS, NUM_JOINTS, MeanParams, smpl_outputs
 from lmr_jax.models.recurrent import GRU, gru_like, run_gru
@@ -324,3 +341,50 @@ class LMR(nn.Module):
             self.body_model, pose6d, betas, cams, self.joint_layout, self.joint_body_model
         )
         return (outputs, tuple(new_states)) if return_state else outputs
+
+
+# ---------------------------------------------------------------------------------------------
+# Config and registry entry
+# ---------------------------------------------------------------------------------------------
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """LMR's model fields with their defaults (the module docstring lists them)."""
+    config = common.add_recurrent_fields(common.shared_config("lmr"), 512, gru_layers=1)
+    config.camera = "rnn"
+    config.single_rnn = False
+    config.no_root_dependency = False
+    config.single_rnn_hidden_size = 0
+    config.parts = DEFAULT_PARTS
+    return config
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError with one clear sentence for a bad LMR config."""
+    common.check_shared(config, default_config())
+    common.check_choice(config, "camera", ("rnn", "dense"))
+    single_width = int(config.single_rnn_hidden_size)
+    if single_width < 0:
+        raise ValueError(f"model.single_rnn_hidden_size is {single_width}, expected 0 (= "
+                         "hidden_size) or a positive width.")  # fmt: skip
+    if single_width and not config.single_rnn:
+        raise ValueError(f"model.single_rnn_hidden_size is {single_width}, but only LMR's "
+                         "single_rnn ablation has that GRU: set model.single_rnn=True or "
+                         "leave it 0.")  # fmt: skip
+    if config.single_rnn and config.no_root_dependency:
+        raise ValueError("model.single_rnn and model.no_root_dependency exclude each other: "
+                         "the single-RNN ablation has no root part.")  # fmt: skip
+
+
+def build(config: ml_collections.ConfigDict, body_model: smpl_lib.SMPLModel) -> LMR:
+    """The LMR module of a checked config (models.build_model checks and completes it)."""
+    parts = tuple(smpl_lib.validate_parts(dict(config.parts)).items())
+    return LMR(
+        camera=config.camera,
+        single_rnn=bool(config.single_rnn),
+        single_rnn_hidden_size=int(config.single_rnn_hidden_size),
+        no_root_dependency=bool(config.no_root_dependency),
+        parts=parts,
+        **common.recurrent_kwargs(config),
+        **common.shared_kwargs(config, body_model),
+    )

@@ -13,6 +13,11 @@ TemporalEncoder): the linear layer exists when `add_linear` is set or the GRU is
 when `use_residual` is set and the output is as wide as the input features (VIBE: 2048). Without
 the linear layer the GRU states themselves (ReLU-free) go to the regressor.
 `torch_weights.load_vibe` loads VIBE's released generators into this model.
+
+Config (`default_config`, the registry's 'vibe'): the shared fields (models.common), the
+recurrent ones (hidden_size 1024, gru_layers 2, bidirectional, dropout between GRU layers,
+scan_unroll), the regressor's (regressor_hidden 1024, regressor_dropout 0.5, see hmr.py), and
+the encoder's add_linear and use_residual (both True, as VIBE's released models).
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from lmr_jax import smpl as smpl_lib
+from lmr_jax.models import common, hmr
 from lmr_jax.models.hmr import regress_body
 from lmr_jax.models.layers import StackedDense, linear_init
 from lmr_jax.models.params import MeanParams
@@ -138,3 +145,34 @@ class VIBE(nn.Module):
             encoded = encoder(features, train=train)
         outputs = regress_body(self, encoded, train=train)
         return (outputs, state) if return_state else outputs
+
+
+# ---------------------------------------------------------------------------------------------
+# Config and registry entry
+# ---------------------------------------------------------------------------------------------
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """VIBE's model fields with their defaults (the module docstring lists them)."""
+    config = common.add_recurrent_fields(common.shared_config("vibe"), 1024, gru_layers=2)
+    hmr.add_regressor_fields(config)
+    config.add_linear = True
+    config.use_residual = True
+    return config
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError with one clear sentence for a bad VIBE config."""
+    common.check_shared(config, default_config())
+    hmr.check_regressor(config)
+
+
+def build(config: ml_collections.ConfigDict, body_model: smpl_lib.SMPLModel) -> VIBE:
+    """The VIBE module of a checked config (models.build_model checks and completes it)."""
+    return VIBE(
+        add_linear=bool(config.add_linear),
+        use_residual=bool(config.use_residual),
+        **common.recurrent_kwargs(config),
+        **hmr.regressor_kwargs(config),
+        **common.shared_kwargs(config, body_model),
+    )

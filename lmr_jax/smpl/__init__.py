@@ -20,10 +20,10 @@ from lmr_jax.smpl.model import (
     SMPLModel,
     from_arrays,
     load,
-    resolve,
     save_official,
 )
 from lmr_jax.smpl.procedural import procedural
+from lmr_jax.smpl.source import SMPL_DIR_ENV, resolve
 
 __all__ = [
     "COMMON14_PELVIS",
@@ -37,6 +37,7 @@ __all__ = [
     "layout_joints",
     "validate_parts",
     "LANDMARK_NAMES",
+    "SMPL_DIR_ENV",
     "SMPL_PARENTS",
     "SMPLFileError",
     "SMPLModel",

@@ -428,24 +428,3 @@ def save_official(model: SMPLModel, path: str) -> None:
         return
     with open(path, "wb") as f:
         pickle.dump(data, f, protocol=2)
-
-
-SMPL_DIR_ENV = "LMR_JAX_SMPL_DIR"
-
-
-def resolve(path: str | None = None) -> SMPLModel:
-    """The body model a run uses: `path` if given, else $LMR_JAX_SMPL_DIR, else the procedural
-    body (seed 0), which needs no download.
-
-    Args:
-      path: an SMPL .pkl/.npz file or a folder holding one (e.g. the value of --smpl_path).
-
-    Returns:
-      The SMPLModel.
-    """
-    path = path or os.environ.get(SMPL_DIR_ENV) or None
-    if path is None:
-        from lmr_jax.smpl.procedural import procedural  # procedural imports this module
-
-        return procedural(0)
-    return load(path)

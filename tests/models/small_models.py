@@ -40,10 +40,12 @@ def body_model():
 
 
 def small_config(name: str = "lmr", **overrides):
-    """A model config at test size (hidden 32)."""
+    """A model config at test size (hidden 32: the GRUs' and the regressor's, where the
+    model has them)."""
     config = default_model_config(name)
-    config.hidden_size = H
-    config.regressor_hidden = H
+    for field in ("hidden_size", "regressor_hidden"):
+        if field in config:
+            config[field] = H
     config.update(overrides)
     return config
 

@@ -100,7 +100,7 @@ def test_vibe_encoder_options_follow_vibes_rules():
     # The registry: the two fields reach VIBE, and other models refuse them.
     params, _ = output_shapes("vibe", (("add_linear", False), ("hidden_size", D)))
     assert "linear" not in params["encoder"]
-    with pytest.raises(ValueError, match="model.use_residual is False, but only VIBE's"):
+    with pytest.raises(ValueError, match="model.use_residual is not a field of the 'lmr' model"):
         build_model(small_config("lmr", use_residual=False), body_model())
 
 

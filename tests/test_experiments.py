@@ -1,0 +1,50 @@
+"""Every experiment file and variant loads, passes the config check and holds only its model's
+fields (each system owns its config: lmr_jax/models/<system>.py)."""
+
+import importlib.util
+import os
+
+import pytest
+
+from lmr_jax import config as config_lib
+from lmr_jax import models
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENTS = sorted(n[:-3] for n in os.listdir(f"{REPO}/experiments") if n.endswith(".py"))
+WIDTHS = {"": None, "smoke": 32, "cpu": 256, "bench": 128}  # the variants' GRU width
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, f"{REPO}/experiments/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def variants(name):
+    module = load(name)
+    default = config_lib.VIBE_VARIANTS if name.endswith("_vibe") else config_lib.VARIANTS
+    return sorted(getattr(module, "VARIANTS", default))
+
+
+# The matched-width variants trace models to size them: tests/models/test_capacity.py.
+CASES = [(name, variant) for name in EXPERIMENTS for variant in variants(name)
+         if "matched" not in variant]  # fmt: skip
+
+
+def test_every_experiment_is_covered():
+    assert {"hmr_framewise", "vibe_baseline", "lmr_synthetic", "lmr_vibe"} <= set(EXPERIMENTS)
+    assert ("hmr_framewise", "bench") in CASES and ("vibe_baseline_vibe", "smoke") in CASES
+
+
+@pytest.mark.parametrize("name,variant", CASES)
+def test_experiment_loads_with_its_models_fields(name, variant):
+    config = load(name).get_config(variant)
+    config_lib.check(config)
+    system = config.model.name
+    assert set(config.model) == set(models.default_model_config(system))
+    width = WIDTHS.get(variant)
+    if "hidden_size" in config.model and width is not None:
+        assert config.model.hidden_size == width
+    if system == "hmr":
+        assert config.model.regressor_hidden == 1024  # the variants leave HMR's width alone
