@@ -42,7 +42,7 @@ models/pose_prior.py).
 
 Choices where the paper is silent:
 
-- E_c is one dense layer with ReLU on [phi, beta, theta_c (, theta_root)] to psi of
+- E_c is one dense layer with ReLU on [phi, beta, (theta_root,) theta_c] to psi of
   `hidden_size` = 256 numbers (d); phi's part of it is projected once per forward and reused
   by all 2P embeddings of all T outer iterations (layers.FeedForward, DESIGN.md section 6).
 - f_i and b_s are one dense layer each (as the paper says) on [psi, the previous residuals
@@ -75,7 +75,7 @@ import numpy as np
 
 from lmr_jax import geometry
 from lmr_jax import smpl as smpl_lib
-from lmr_jax.models.layers import FeedForward, StackedDense, head_init, linear_init
+from lmr_jax.models.layers import FeedForward, StackedDense, head_init, linear_init, matmul
 from lmr_jax.models.params import NUM_BETAS, NUM_JOINTS, MeanParams, load_mean_params, smpl_outputs
 
 PartTable = tuple[tuple[str, tuple[int, ...]], ...]
@@ -162,8 +162,7 @@ class JointPass(nn.Module):
         bias = self.param("bias", nn.initializers.zeros_init(), (chains, width, 3))
         # psi's part of all M layers in one matmul: [C, d, M * 3].
         psi_kernel = jnp.moveaxis(kernel[:, :, :d], 1, 2).reshape(chains, d, width * 3)
-        base = jnp.einsum("c...d,cdf->c...f", psi.astype(self.dtype),
-                          psi_kernel.astype(self.dtype), preferred_element_type=jnp.float32)  # fmt: skip
+        base = matmul("c...d,cdf->c...f", psi, psi_kernel, self.dtype)
         base = base.reshape(*base.shape[:-1], width, 3)
         base = base + bias.reshape(chains, *([1] * (psi.ndim - 2)), width, 3)
         step_mask = jnp.asarray(mask).reshape(chains, *([1] * (psi.ndim - 2)), width, 1)
@@ -172,10 +171,8 @@ class JointPass(nn.Module):
         previous = jnp.zeros((*psi.shape[:-1], slots), jnp.float32)  # d_{s-1}, ..., d_0, 0...
         deltas = []
         for s in range(width):  # unrolled: M <= 5 small matmuls
-            delta = base[..., s, :] + jnp.einsum(
-                "c...k,ckf->c...f", previous.astype(self.dtype),
-                kernel[:, s, d:].astype(self.dtype), preferred_element_type=jnp.float32,
-            )  # fmt: skip
+            delta = base[..., s, :] + matmul("c...k,ckf->c...f", previous, kernel[:, s, d:],
+                                             self.dtype)  # fmt: skip
             delta = delta * step_mask[..., s, :]
             deltas.append(delta)
             older = jnp.zeros_like(previous[..., :-3]) if self.previous_only else previous[..., :-3]
@@ -189,7 +186,7 @@ class ChainRegressor(nn.Module):
     Attributes:
       lengths: K_c of every chain (padded to M = max).
       embed_size: d, the width of psi.
-      fan_in: width of E_c's whole input [phi, beta, theta_c, condition] (initialisation).
+      fan_in: width of E_c's whole input [phi, condition, theta_c] (initialisation).
       inner_iterations: P forward(-backward) cycles.
       hierarchy, previous_only: see JointPass.
       backward_pass: False: forward passes only.
@@ -212,10 +209,11 @@ class ChainRegressor(nn.Module):
     def setup(self):
         chains, width = len(self.lengths), max(self.lengths)
         init = linear_init(self.fan_in)
-        self.embed_static = StackedDense(self.embed_size, num_stack=chains, shared_input=True,
-                                         kernel_init=init, bias_init=init, dtype=self.dtype)  # fmt: skip
-        self.embed_dynamic = StackedDense(self.embed_size, num_stack=chains, use_bias=False,
-                                          kernel_init=init, dtype=self.dtype)  # fmt: skip
+        stacked = functools.partial(
+            StackedDense, self.embed_size, num_stack=chains, kernel_init=init, dtype=self.dtype
+        )
+        self.embed_static = stacked(shared_input=True, bias_init=init)
+        self.embed_dynamic = stacked(use_bias=False)
         passes = dict(num_chains=chains, width=width, hierarchy=self.hierarchy,
                       previous_only=self.previous_only, head_init=self.head_init,
                       dtype=self.dtype)  # fmt: skip
@@ -447,7 +445,7 @@ def default_config() -> ml_collections.ConfigDict:
 def _check_chains(parts: dict[str, tuple[int, ...]]) -> None:
     """Every chain must be a path down SMPL's tree: each joint the child of the one before."""
     for name, joints in parts.items():
-        for previous, joint in zip(joints, joints[1:]):
+        for previous, joint in zip(joints[:-1], joints[1:], strict=True):
             if smpl_lib.SMPL_PARENTS[joint] != previous:
                 raise ValueError(f"model.parts: chain '{name}' lists joint {joint} after "
                                  f"{previous}, but its parent is "
