@@ -5,7 +5,7 @@ every embedding, scans the inner iterations and maps the backward steps to joint
 gather. The reference here undoes all of that: float64 numpy with Python loops over outer
 iterations, chains, inner iterations and joints, reading each chain's layers out of the stacked
 parameters (dropping the padding) and concatenating every input in the paper's order (eq. 1-2).
-The parameters are perturbed everywhere, the padding included, so that every layer's output
+The parameters are random everywhere, the padding included, so that every layer's output
 depends on its inputs: a wrong joint order, a backward pass from a padded joint, a child that
 sees the old root or padding that leaks into a real joint all change the result.
 """
@@ -20,7 +20,7 @@ import pytest
 
 from lmr_jax import smpl
 from lmr_jax.models import hkmr
-from tests.models.small_models import OUTPUT_SHAPES, body_model, key, normal, output_shapes
+from tests.models.small_models import OUTPUT_SHAPES, body_model, features, key, normal
 
 B, F, D, H = 2, 3, 6, 8  # batch, frames, feature width, psi width
 ROOT, *CHILDREN = smpl.PARTS.values()
@@ -124,15 +124,17 @@ def reference_hkmr(params, phi, options):
 # ------------------------------------------------------------------------------------------
 
 
-def _perturbed(params):
-    """Init values plus noise on every leaf (the 'small' joint layers alone give residuals
-    of 1e-3, under which a miswiring would hide), the padding included."""
-    leaves, treedef = jax.tree.flatten(params)
-    noisy = [
-        a + normal(200 + i, a.shape, 0.5 / np.sqrt(a.shape[-2] if a.ndim >= 2 else H))
+def _random_params(model, phi):
+    """Normal values for every parameter (by abstract init: nothing runs or compiles), the
+    padding included; the 'small' initial joint layers would give residuals of 1e-3, under
+    which a miswiring would hide."""
+    shapes = jax.eval_shape(model.init, key(0), phi)["params"]
+    leaves, treedef = jax.tree.flatten(shapes)
+    values = [
+        normal(200 + i, a.shape, 0.5 / np.sqrt(a.shape[-2] if len(a.shape) >= 2 else H))
         for i, a in enumerate(leaves)
     ]
-    return jax.tree.unflatten(treedef, noisy)
+    return jax.tree.unflatten(treedef, values)
 
 
 def _padding_scrambled(params):
@@ -153,12 +155,12 @@ def _padding_scrambled(params):
 
 @pytest.fixture(scope="module")
 def compiled():
-    """name -> (jitted regressor apply, perturbed params), built once; prints compile times."""
+    """name -> (compiled regressor apply, random params), built once; prints compile times."""
     phi = normal(1, (B, F, D))
     models = {}
     for name, options in VARIANTS.items():
         model = hkmr.HKMRRegressor(hidden_size=H, **options)
-        params = _perturbed(model.init(key(0), phi)["params"])
+        params = _random_params(model, phi)
         start = time.perf_counter()
         apply = jax.jit(lambda p, x, m=model: m.apply({"params": p}, x)).lower(params, phi)
         apply = apply.compile()
@@ -207,17 +209,19 @@ def test_backward_order_starts_at_each_chains_last_joint():
 
 
 def test_outputs_match_hmrs():
-    """The full model's output dict: HMR's keys and shapes, one iteration per outer one."""
-    from tests.models.small_models import features
-
+    """The full model's output dict: the keys and shapes every model returns (HMR's), and
+    one entry per outer iteration in `iterations`, as the losses read them."""
     model = hkmr.build(_small_config(outer_iterations=3), body_model())
-    variables = jax.eval_shape(model.init, key(0), features())
-    outputs = jax.eval_shape(model.apply, variables, features())
-    _, hmr_outputs = output_shapes("hmr")
-    assert jax.tree.structure(outputs) == jax.tree.structure(hmr_outputs)
+    outputs, _ = jax.eval_shape(model.init_with_output, key(0), features())
+    assert set(outputs) == {*OUTPUT_SHAPES, "iterations"}
     for name, shape in OUTPUT_SHAPES.items():
         assert outputs[name].shape == shape, name
-    chex.assert_trees_all_equal_shapes(outputs["iterations"], hmr_outputs["iterations"])
+    iterations = {name: value.shape for name, value in outputs["iterations"].items()}
+    assert iterations == {
+        "rotmats": (3, *OUTPUT_SHAPES["rotmats"]),
+        "betas": (3, *OUTPUT_SHAPES["betas"]),
+        "cam": (3, *OUTPUT_SHAPES["cam"]),
+    }
 
 
 def _small_config(**overrides):
