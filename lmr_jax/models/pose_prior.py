@@ -167,15 +167,14 @@ def poses_from_file(path: str) -> np.ndarray:
                          "array [N, >= 72]).")  # fmt: skip
     try:
         with np.load(path) as data:
-            if "poses" not in data.files:
-                raise ValueError(f"pose file '{path}' has no 'poses' array (keys: "
-                                 f"{sorted(data.files)}), expected poses [N, >= 72].")  # fmt: skip
-            poses = np.asarray(data["poses"])
-    except ValueError:
-        raise
+            arrays = {name: np.asarray(data[name]) for name in data.files}
     except Exception as error:  # not an .npz, truncated, pickled objects
         raise ValueError(f"could not read pose file '{path}' ({error}); expected an .npz with "
                          "a 'poses' array [N, >= 72].") from None  # fmt: skip
+    if "poses" not in arrays:
+        raise ValueError(f"pose file '{path}' has no 'poses' array (keys: {sorted(arrays)}), "
+                         "expected poses [N, >= 72].")  # fmt: skip
+    poses = arrays["poses"]
     if poses.ndim != 2 or poses.shape[1] < 72 or not np.issubdtype(poses.dtype, np.number):
         raise ValueError(f"pose file '{path}': 'poses' has shape {poses.shape} and dtype "
                          f"{poses.dtype}, expected numbers [N, >= 72].")  # fmt: skip
@@ -273,8 +272,8 @@ def train_pose_prior(
     poses = validate_poses(poses, "the training set")
     model = PoseVAE(**config.model.to_dict())
     base = jax.random.key(config.seed)
-    params = model.init(jax.random.fold_in(base, 0), poses[:1], jax.random.fold_in(base, 1))
-    params = params["params"]
+    init = jax.jit(model.init)  # one compiled program: eager init is slower on CPU
+    params = init(jax.random.fold_in(base, 0), poses[:1], jax.random.fold_in(base, 1))["params"]
     optimizer = optax.adam(config.optim.lr)
     opt_state = optimizer.init(params)
 
