@@ -19,7 +19,7 @@ iteration is one forward-backward cycle of Fig. 4 (how we read the paper's "4 in
 cycles, i.e. eight residual updates of theta_c, each followed by a new embedding; the paper calls
 the forward pass step p and the backward pass step p + 1 of the same cycle):
 
-- psi = E_c([phi, beta, theta_c (, theta_root)]);
+- psi = E_c([phi, beta, (theta_root,) theta_c]);
 - forward (eq. 1): joint i = 0..K_c-1 in kinematic order predicts its residual
   f_i([psi, d_{i-1}, ..., d_0]), the first one from [psi, 0]; theta_c += d;
 - psi = E_c(...) again, from the updated theta_c;
@@ -29,7 +29,13 @@ the forward pass step p and the backward pass step p + 1 of the same cycle):
   of chain c is joint K_c-1-s, and the steps s >= K_c are the padding.
 
 Every outer iteration's parameters are returned (eq. 3 sums the losses over them; the losses
-read `outputs['iterations']` as for LMR's iterations).
+read `outputs['iterations']` as for LMR's iterations). L_KL needs the 69-D body pose of each
+iteration: `geometry.rotmats_to_pose72(outputs['iterations']['rotmats'])[..., 3:]`.
+
+Speed: phi's part of every embedding is projected once per forward; the five child chains are
+one stacked computation; the P inner iterations are one `nn.scan` (one compiled cycle, weights
+broadcast), so the compiled graph does not grow with P; the joints of a pass are a Python loop
+(M <= 5 small matmuls) and the T outer iterations too (T <= 4).
 
 Ablations (paper Table 2, Table 3): `hierarchy=False` predicts all joints of a chain at once
 from psi (one layer per pass, no joint sees another's residual; the issue's reading of
@@ -43,7 +49,7 @@ models/pose_prior.py).
 Choices where the paper is silent:
 
 - E_c is one dense layer with ReLU on [phi, beta, (theta_root,) theta_c] to psi of
-  `hidden_size` = 256 numbers (d); phi's part of it is projected once per forward and reused
+  `hidden_size` = 160 numbers (d); phi's part of it is projected once per forward and reused
   by all 2P embeddings of all T outer iterations (layers.FeedForward, DESIGN.md section 6).
 - f_i and b_s are one dense layer each (as the paper says) on [psi, the previous residuals
   zero-padded to K-1 slots, most recent first], outputting 3 numbers; their kernels start
@@ -58,9 +64,9 @@ Choices where the paper is silent:
 - Dropout (`dropout`, default 0 as in LMR) on psi and on the two hidden layers.
 - Shared by all frames and all outer iterations: the weights (iterative error feedback, as HMR).
 - Loss weights and the optimiser are the training config's (the loss wiring is separate).
-
-With the defaults on D = 2048 features the regressor holds about 3.7M parameters, against the
-paper's implied ~2.7M (26.2M with a ResNet-50 of 23.5M).
+- d = 160 gives the paper's parameter budget: on D = 2048 features the regressor holds 2.71M
+  parameters, the paper's 26.2M less its ResNet-50's 23.5M (HMR's regressor here: 3.47M, the
+  paper's 26.8M less 23.5M). A wider psi (256: 4.34M) is a config change.
 """
 
 from __future__ import annotations
@@ -283,7 +289,7 @@ class HKMRRegressor(nn.Module):
     """
 
     mean_params: MeanParams = MeanParams()
-    hidden_size: int = 256
+    hidden_size: int = 160
     outer_iterations: int = 3
     inner_iterations: int = 4
     hierarchy: bool = True
@@ -375,7 +381,7 @@ class HKMR(nn.Module):
     body_model: smpl_lib.SMPLModel
     joint_body_model: smpl_lib.SMPLModel | None = None
     mean_params: MeanParams = MeanParams()
-    hidden_size: int = 256
+    hidden_size: int = 160
     outer_iterations: int = 3
     inner_iterations: int = 4
     hierarchy: bool = True
@@ -426,7 +432,7 @@ def default_config() -> ml_collections.ConfigDict:
     """
     config = ml_collections.ConfigDict()
     config.name = "hkmr"
-    config.hidden_size = 256
+    config.hidden_size = 160
     config.outer_iterations = 3
     config.inner_iterations = 4
     config.hierarchy = True

@@ -332,7 +332,7 @@ if __name__ == "__main__":
     from absl import app, flags
     from ml_collections import config_flags
 
-    from lmr_jax.cli import fail
+    from lmr_jax.cli import fail, quiet_logs
     from lmr_jax.data.schema import DatasetError
 
     _CONFIG = config_flags.DEFINE_config_file(
@@ -343,6 +343,7 @@ if __name__ == "__main__":
 
     def main(argv):
         del argv
+        quiet_logs()
         try:
             poses = collect_poses(_CONFIG.value.data)
             print(f"pose prior: {len(poses)} training poses")
