@@ -1,0 +1,504 @@
+"""HKMR: hierarchical kinematic human mesh recovery (Georgakis et al., ECCV 2020, section 3).
+
+A per-frame regressor (frames of [B, T, D] features are independent). Pose is axis-angle, as
+in the paper (12 numbers for the 4-joint root chain), and starts at the mean pose of
+params.MeanParams (converted from 6D); it becomes rotation matrices only for smpl_outputs.
+
+One outer iteration t (T = `outer_iterations`, default 3, the paper's best):
+
+1. the root chain (pelvis, spine1, spine2, spine3) refines theta_root from [phi, beta, theta_root];
+2. the five child chains (head, arms, legs) refine their theta_c from [phi, beta, theta_c,
+   theta_root (the root's estimate of step 1)], as ONE stacked computation: every parameter
+   has a leading axis of 5 and every chain is padded to the longest one (5 joints, the arms)
+   with a mask, so padded joints never change and never feed a real one;
+3. the shape network refines beta from [phi, Theta, beta];
+4. the camera network predicts the camera from [phi, Theta, beta].
+
+Each chain's refinement is P = `inner_iterations` inner iterations (default 4). One inner
+iteration is one forward-backward cycle of Fig. 4 (how we read the paper's "4 inner": four
+cycles, i.e. eight residual updates of theta_c, each followed by a new embedding; the paper calls
+the forward pass step p and the backward pass step p + 1 of the same cycle):
+
+- psi = E_c([phi, beta, (theta_root,) theta_c]);
+- forward (eq. 1): joint i = 0..K_c-1 in kinematic order predicts its residual
+  f_i([psi, d_{i-1}, ..., d_0]), the first one from [psi, 0]; theta_c += d;
+- psi = E_c(...) again, from the updated theta_c;
+- backward (eq. 2): from the chain's last joint K_c-1 down to 0, b_s([psi, d'_{s-1}, ..., d'_0])
+  where d'_0 is the last joint's residual (from [psi, 0]), d'_1 the one before it, and so on;
+  theta_c += d'. With padding, the "last joint" is each chain's own last real joint: step s
+  of chain c is joint K_c-1-s, and the steps s >= K_c are the padding.
+
+Every outer iteration's parameters are returned (eq. 3 sums the losses over them; the losses
+read `outputs['iterations']` as for LMR's iterations). L_KL needs the 69-D body pose of each
+iteration: `geometry.rotmats_to_pose72(outputs['iterations']['rotmats'])[..., 3:]`.
+
+Speed: phi's part of every embedding is projected once per forward; the five child chains are
+one stacked computation; the P inner iterations are one `nn.scan` (one compiled cycle, weights
+broadcast), so the compiled graph does not grow with P; the joints of a pass are a Python loop
+(M <= 5 small matmuls) and the T outer iterations too (T <= 4).
+
+Ablations (paper Table 2, Table 3): `hierarchy=False` predicts all joints of a chain at once
+from psi (one layer per pass, no joint sees another's residual; the issue's reading of
+"no joint hierarchy"); `previous_only` keeps the joint order but feeds each joint only the
+residual of the joint just before it (the paper's own wording of that column: "each joint
+prediction is dependent on just the immediately preceding joint"); `backward_pass=False`
+makes an inner iteration a forward pass only; `outer_iterations` and `inner_iterations` sweep
+Table 3. The discriminator pose prior of Table 2 is not implemented (the VAE prior is in
+models/pose_prior.py).
+
+Choices where the paper is silent:
+
+- E_c is one dense layer with ReLU on [phi, beta, (theta_root,) theta_c] to psi of
+  `hidden_size` = 160 numbers (d); phi's part of it is projected once per forward and reused
+  by all 2P embeddings of all T outer iterations (layers.FeedForward, DESIGN.md section 6).
+- f_i and b_s are one dense layer each (as the paper says) on [psi, the previous residuals
+  zero-padded to K-1 slots, most recent first], outputting 3 numbers; their kernels start
+  Xavier-uniform with gain 0.01 (HMR's `decpose`, layers.head_init 'small') so the first
+  estimates stay near the mean pose.
+- Every chain's update is a residual (the paper's theta_{i,p} = theta_{i,p-1} + d), starting
+  at theta^{t-1}.
+- The shape network is one ReLU layer of `hidden_size` and a small-init linear head; beta
+  is a residual update (HMR's iterative feedback; the paper gives its inputs only).
+- The camera network is the same on [phi, Theta^t, beta^t] (the paper's inputs, no previous
+  camera): cam^t = cam^0 + g(...), a prediction relative to the initial camera.
+- Dropout (`dropout`, default 0 as in LMR) on psi and on the two hidden layers.
+- Shared by all frames and all outer iterations: the weights (iterative error feedback, as HMR).
+- Loss weights and the optimiser are the training config's (the loss wiring is separate).
+- d = 160 gives the paper's parameter budget: on D = 2048 features the regressor holds 2.71M
+  parameters, the paper's 26.2M less its ResNet-50's 23.5M (HMR's regressor here: 3.47M, the
+  paper's 26.8M less 23.5M). A wider psi (256: 4.34M) is a config change.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from lmr_jax import geometry
+from lmr_jax import smpl as smpl_lib
+from lmr_jax.models.layers import FeedForward, StackedDense, head_init, linear_init, matmul
+from lmr_jax.models.params import NUM_BETAS, NUM_JOINTS, MeanParams, load_mean_params, smpl_outputs
+
+PartTable = tuple[tuple[str, tuple[int, ...]], ...]
+DEFAULT_PARTS: PartTable = tuple(smpl_lib.PARTS.items())
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@functools.lru_cache(maxsize=16)
+def chain_tables(parts: PartTable) -> dict:
+    """Static index tables of the root chain and the stacked, padded child chains.
+
+    Returns:
+      dict with root [R] joint ids (kinematic order), child_index [C, M] joint ids padded with
+      0, child_mask [C, M] (1 for real joints) and child_lengths (K_c of every chain).
+    """
+    (_, root), *children = parts
+    width = max(len(joints) for _, joints in children)
+    child_index = np.zeros((len(children), width), np.int32)
+    child_mask = np.zeros((len(children), width), np.float32)
+    for c, (_, joints) in enumerate(children):
+        child_index[c, : len(joints)] = joints
+        child_mask[c, : len(joints)] = 1.0
+    return dict(
+        root=np.asarray(root, np.int32),
+        child_index=child_index,
+        child_mask=child_mask,
+        child_lengths=tuple(len(joints) for _, joints in children),
+    )
+
+
+def backward_order(lengths: tuple[int, ...], width: int) -> np.ndarray:
+    """[C, M] joint position of backward step s in chain c: K_c-1-s for the real steps, s for
+    the padded ones (so the table is a permutation, and its own inverse, per chain)."""
+    order = np.tile(np.arange(width, dtype=np.int32), (len(lengths), 1))
+    for c, length in enumerate(lengths):
+        order[c, :length] = np.arange(length - 1, -1, -1)
+    return order
+
+
+def _joint_kernel_init(kind: str):
+    """head_init over a [C, M, fan_in, 3] kernel: the fans of one joint's layer."""
+    if kind == "small":
+        return nn.initializers.variance_scaling(0.01**2, "fan_avg", "uniform", batch_axis=(0, 1))
+    return head_init(kind)
+
+
+class JointPass(nn.Module):
+    """One pass over the joints of C stacked chains: eq. 1 (forward) or eq. 2 (backward).
+
+    The joints are visited in *step* order (the caller maps steps to joints); step s predicts
+    its residual from [psi, d_{s-1}, ..., d_0], one dense layer per step and chain.
+
+    Attributes:
+      num_chains, width: C and the padded chain length M.
+      hierarchy: False predicts every step from psi alone (no residual inputs).
+      previous_only: step s sees only d_{s-1} (the paper's "no joint hierarchy" wording).
+      head_init: 'small' or 'zeros'.
+      dtype: compute dtype of the matmuls.
+    """
+
+    num_chains: int
+    width: int
+    hierarchy: bool = True
+    previous_only: bool = False
+    head_init: str = "small"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, psi: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+        """Residuals of every step.
+
+        Args:
+          psi: [C, ..., d] chain embeddings.
+          mask: [C, M] 1 for real steps, 0 for padding (their residual is zero).
+
+        Returns:
+          [C, ..., M, 3] residuals in step order.
+        """
+        chains, width, d = self.num_chains, self.width, psi.shape[-1]
+        slots = 3 * (width - 1) if self.hierarchy else 0
+        kernel = self.param(
+            "kernel", _joint_kernel_init(self.head_init), (chains, width, d + slots, 3)
+        )
+        bias = self.param("bias", nn.initializers.zeros_init(), (chains, width, 3))
+        # psi's part of all M layers in one matmul: [C, d, M * 3].
+        psi_kernel = jnp.moveaxis(kernel[:, :, :d], 1, 2).reshape(chains, d, width * 3)
+        base = matmul("c...d,cdf->c...f", psi, psi_kernel, self.dtype)
+        base = base.reshape(*base.shape[:-1], width, 3)
+        base = base + bias.reshape(chains, *([1] * (psi.ndim - 2)), width, 3)
+        step_mask = jnp.asarray(mask).reshape(chains, *([1] * (psi.ndim - 2)), width, 1)
+        if not self.hierarchy:
+            return base * step_mask
+        previous = jnp.zeros((*psi.shape[:-1], slots), jnp.float32)  # d_{s-1}, ..., d_0, 0...
+        deltas = []
+        for s in range(width):  # unrolled: M <= 5 small matmuls
+            delta = base[..., s, :] + matmul("c...k,ckf->c...f", previous, kernel[:, s, d:],
+                                             self.dtype)  # fmt: skip
+            delta = delta * step_mask[..., s, :]
+            deltas.append(delta)
+            older = jnp.zeros_like(previous[..., :-3]) if self.previous_only else previous[..., :-3]
+            previous = jnp.concatenate([delta, older], axis=-1)
+        return jnp.stack(deltas, axis=-2)
+
+
+class ChainRegressor(nn.Module):
+    """C kinematic chains (stacked) and their P inner iterations (Fig. 4).
+
+    Attributes:
+      lengths: K_c of every chain (padded to M = max).
+      embed_size: d, the width of psi.
+      fan_in: width of E_c's whole input [phi, condition, theta_c] (initialisation).
+      inner_iterations: P forward(-backward) cycles.
+      hierarchy, previous_only: see JointPass.
+      backward_pass: False: forward passes only.
+      dropout: on psi (training only).
+      head_init: 'small' or 'zeros'.
+      dtype: compute dtype of the matmuls.
+    """
+
+    lengths: tuple[int, ...]
+    embed_size: int
+    fan_in: int
+    inner_iterations: int = 4
+    hierarchy: bool = True
+    previous_only: bool = False
+    backward_pass: bool = True
+    dropout: float = 0.0
+    head_init: str = "small"
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        chains, width = len(self.lengths), max(self.lengths)
+        init = linear_init(self.fan_in)
+        stacked = functools.partial(
+            StackedDense, self.embed_size, num_stack=chains, kernel_init=init, dtype=self.dtype
+        )
+        self.embed_static = stacked(shared_input=True, bias_init=init)
+        self.embed_dynamic = stacked(use_bias=False)
+        passes = dict(num_chains=chains, width=width, hierarchy=self.hierarchy,
+                      previous_only=self.previous_only, head_init=self.head_init,
+                      dtype=self.dtype)  # fmt: skip
+        self.forward_pass = JointPass(**passes)
+        if self.backward_pass:
+            self.backward_pass_layers = JointPass(**passes)
+        self.embed_dropout = nn.Dropout(self.dropout)
+
+    def project_static(self, features: jnp.ndarray) -> jnp.ndarray:
+        """[..., D] -> [C, ..., d]: phi's part of every E_c, once per forward."""
+        return self.embed_static(features)
+
+    def _embed(self, static, theta, condition, train):
+        """psi = ReLU(E_c([phi, condition, theta_c])): [C, ..., d], the condition being beta
+        (root) or [beta, theta_root] (children), theta_c flattened with its zero padding."""
+        flat = theta.reshape(*theta.shape[:-2], -1)
+        hidden = static + self.embed_dynamic(jnp.concatenate([condition, flat], axis=-1))
+        return self.embed_dropout(nn.relu(hidden), deterministic=not train)
+
+    def __call__(self, static, theta, condition, *, train: bool = False) -> jnp.ndarray:
+        """P inner iterations of every chain.
+
+        Args:
+          static: [C, ..., d] from `project_static`.
+          theta: [C, ..., M, 3] chain poses (axis-angle, padding zero).
+          condition: [C, ..., Dc] the rest of E_c's input: beta (and theta_root for children).
+          train: enables dropout.
+
+        Returns:
+          [C, ..., M, 3] refined chain poses (padding still zero).
+        """
+        width = max(self.lengths)
+        mask = np.asarray([[1.0] * k + [0.0] * (width - k) for k in self.lengths], np.float32)
+        # [C, 1, ..., 1, M, 1] gather index: backward step s -> joint position (an involution).
+        order = backward_order(self.lengths, width)
+        order = jnp.asarray(order.reshape(len(self.lengths), *([1] * (theta.ndim - 3)), width, 1))
+
+        def cycle(chain, theta, _):
+            psi = chain._embed(static, theta, condition, train)
+            theta = theta + chain.forward_pass(psi, mask)  # eq. 1
+            if chain.backward_pass:
+                psi = chain._embed(static, theta, condition, train)
+                steps = chain.backward_pass_layers(psi, mask)  # eq. 2, in step order
+                theta = theta + jnp.take_along_axis(steps, order, axis=-2)
+            return theta, None
+
+        # One compiled cycle for all P (weights shared; a fresh dropout mask per cycle).
+        scan = nn.scan(cycle, variable_broadcast="params", split_rngs={"params": False,
+                       "dropout": True}, length=self.inner_iterations)  # fmt: skip
+        theta, _ = scan(self, theta, None)
+        return theta
+
+
+class HKMRRegressor(nn.Module):
+    """The hierarchical kinematic regressor (see the module docstring), without the body model.
+
+    Attributes:
+      mean_params: the starting point (its 6D pose is converted to axis-angle).
+      hidden_size: d of every psi and the width of the shape and camera hidden layers.
+      outer_iterations: T.
+      inner_iterations: P forward-backward cycles per chain and outer iteration.
+      hierarchy, previous_only, backward_pass: the ablations.
+      dropout: on psi and the hidden layers (training only).
+      parts: the chain table, root first, each chain in kinematic order.
+      head_init: 'small' or 'zeros'.
+      dtype: compute dtype of the matmuls.
+    """
+
+    mean_params: MeanParams = MeanParams()
+    hidden_size: int = 160
+    outer_iterations: int = 3
+    inner_iterations: int = 4
+    hierarchy: bool = True
+    previous_only: bool = False
+    backward_pass: bool = True
+    dropout: float = 0.0
+    parts: PartTable = DEFAULT_PARTS
+    head_init: str = "small"
+    dtype: Any = jnp.float32
+
+    def _chains(self, lengths, fan_in, name):
+        return ChainRegressor(
+            lengths=tuple(lengths), embed_size=self.hidden_size, fan_in=fan_in,
+            inner_iterations=self.inner_iterations, hierarchy=self.hierarchy,
+            previous_only=self.previous_only, backward_pass=self.backward_pass,
+            dropout=self.dropout, head_init=self.head_init, dtype=self.dtype, name=name,
+        )  # fmt: skip
+
+    @nn.compact
+    def __call__(self, features: jnp.ndarray, *, train: bool = False):
+        """Regresses SMPL parameters per frame.
+
+        Args:
+          features: [..., D] one feature vector per frame.
+          train: enables dropout (needs a 'dropout' RNG).
+
+        Returns:
+          (pose [T, ..., 24, 3] axis-angle, betas [T, ..., 10], cam [T, ..., 3]), every outer
+          iteration.
+        """
+        tables = chain_tables(self.parts)
+        root_ids, child_index = tables["root"], tables["child_index"]
+        num_children, width = child_index.shape
+        dim = features.shape[-1]
+        root_net = self._chains([len(root_ids)], dim + NUM_BETAS + 3 * len(root_ids), "root")
+        child_fan_in = dim + NUM_BETAS + 3 * len(root_ids) + 3 * width
+        child_net = self._chains(tables["child_lengths"], child_fan_in, "children")
+        body_fan_in = dim + 3 * NUM_JOINTS + NUM_BETAS
+        shape_net = FeedForward(self.hidden_size, fan_in=body_fan_in, dropout=self.dropout,
+                                dtype=self.dtype, name="shape")  # fmt: skip
+        camera_net = FeedForward(self.hidden_size, fan_in=body_fan_in, dropout=self.dropout,
+                                 dtype=self.dtype, name="camera")  # fmt: skip
+        head = functools.partial(StackedDense, kernel_init=head_init(self.head_init),
+                                 dtype=self.dtype)  # fmt: skip
+        shape_head, camera_head = head(NUM_BETAS, name="shape_head"), head(3, name="camera_head")
+
+        # phi's projections, once per forward for all T x 2P embeddings (DESIGN.md section 6).
+        root_static = root_net.project_static(features)
+        child_static = child_net.project_static(features)
+        shape_static = shape_net.project_static(features)
+        camera_static = camera_net.project_static(features)
+
+        batch = features.shape[:-1]
+        pose6d, shape, cam0 = self.mean_params.initial(batch)
+        pose = geometry.matrix_to_axis_angle(geometry.rot6d_to_matrix(pose6d))  # [*, 24, 3]
+        child_mask = tables["child_mask"].reshape(num_children, *([1] * len(batch)), width, 1)
+        child_rows = np.flatnonzero(tables["child_mask"])  # real rows of the C * M padded ones
+        child_joints = child_index.reshape(-1)[child_rows]
+        history = []
+        for _ in range(self.outer_iterations):
+            root = root_net(root_static, pose[None, ..., root_ids, :], shape[None], train=train)
+            pose = pose.at[..., root_ids, :].set(root[0])
+            # Children: [beta, theta_root (just updated)] + their own joints, stacked first.
+            own = jnp.moveaxis(pose[..., child_index, :], -3, 0) * child_mask
+            condition = jnp.concatenate([shape, root[0].reshape(*batch, -1)], axis=-1)
+            condition = jnp.broadcast_to(condition, (num_children, *condition.shape))
+            own = child_net(child_static, own, condition, train=train)
+            rows = jnp.moveaxis(own, 0, -3).reshape(*batch, num_children * width, 3)
+            pose = pose.at[..., child_joints, :].set(rows[..., child_rows, :])
+            body = jnp.concatenate([pose.reshape(*batch, -1), shape], axis=-1)
+            shape = shape + shape_head(shape_net(shape_static, body, train=train))
+            body = jnp.concatenate([pose.reshape(*batch, -1), shape], axis=-1)
+            cam = cam0 + camera_head(camera_net(camera_static, body, train=train))
+            history.append((pose, shape, cam))
+        return tuple(jnp.stack(values) for values in zip(*history, strict=True))
+
+
+class HKMR(nn.Module):
+    """HKMR on every frame: the regressor, then the body model (the models' output dict).
+
+    Attributes:
+      body_model: the SMPL model (constants, not parameters).
+      joint_body_model: `smpl.joint_model(body_model, joint_layout)` (None: the full model).
+      mean_params, hidden_size, outer_iterations, inner_iterations, hierarchy, previous_only,
+        backward_pass, dropout, parts, head_init, dtype: see HKMRRegressor.
+      joint_layout: layout of the `joints3d` / `kp2d` outputs.
+    """
+
+    body_model: smpl_lib.SMPLModel
+    joint_body_model: smpl_lib.SMPLModel | None = None
+    mean_params: MeanParams = MeanParams()
+    hidden_size: int = 160
+    outer_iterations: int = 3
+    inner_iterations: int = 4
+    hierarchy: bool = True
+    previous_only: bool = False
+    backward_pass: bool = True
+    dropout: float = 0.0
+    parts: PartTable = DEFAULT_PARTS
+    head_init: str = "small"
+    joint_layout: str = "vibe49"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, features: jnp.ndarray, *, train: bool = False, state=None, return_state=False
+    ):
+        """[B, T, D] features -> the output dict of params.smpl_outputs (T outer iterations);
+        per frame, so its streaming state (`return_state`, see LMR) is empty."""
+        del state  # nothing to carry from frame to frame
+        fields = ("mean_params", "hidden_size", "outer_iterations", "inner_iterations",
+                  "hierarchy", "previous_only", "backward_pass", "dropout", "parts",
+                  "head_init", "dtype")  # fmt: skip
+        regressor = HKMRRegressor(**{f: getattr(self, f) for f in fields}, name="regressor")
+        poses, betas, cams = regressor(features, train=train)
+        # smpl_outputs takes 6D: the rotation's first two columns, which it turns back into the
+        # same matrix (Gram-Schmidt of orthonormal columns, exact to float rounding).
+        pose6d = geometry.matrix_to_rot6d(geometry.axis_angle_to_matrix(poses))
+        outputs = smpl_outputs(
+            self.body_model, pose6d, betas, cams, self.joint_layout, self.joint_body_model
+        )
+        return (outputs, ()) if return_state else outputs
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry interface: default_config, check_config, build
+# ---------------------------------------------------------------------------------------------
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """HKMR's model fields with their defaults (the fields of HKMR, plus the shared ones).
+
+    Fields: name ('hkmr'); hidden_size (d of every psi, width of the shape/camera hidden
+    layers); outer_iterations (T, 3); inner_iterations (P, 4: forward-backward cycles);
+    hierarchy, previous_only, backward_pass (ablations, see the module docstring); dropout;
+    parts (the chain table, root first, as (name, joints) pairs in kinematic order); and the
+    fields every model shares: dtype ('float32' | 'bfloat16' matmuls), mean_params (path of
+    VIBE's smpl_mean_params.npz, '' for the default), joint_layout, head_init ('small' |
+    'zeros'), scan_unroll (kept for the shared config; HKMR has no scan).
+    """
+    config = ml_collections.ConfigDict()
+    config.name = "hkmr"
+    config.hidden_size = 160
+    config.outer_iterations = 3
+    config.inner_iterations = 4
+    config.hierarchy = True
+    config.previous_only = False
+    config.backward_pass = True
+    config.dropout = 0.0
+    config.parts = DEFAULT_PARTS
+    config.dtype = "float32"
+    config.mean_params = ""
+    config.joint_layout = "vibe49"
+    config.head_init = "small"
+    config.scan_unroll = 1
+    return config
+
+
+def _check_chains(parts: dict[str, tuple[int, ...]]) -> None:
+    """Every chain must be a path down SMPL's tree: each joint the child of the one before."""
+    for name, joints in parts.items():
+        for previous, joint in zip(joints[:-1], joints[1:], strict=True):
+            if smpl_lib.SMPL_PARENTS[joint] != previous:
+                raise ValueError(f"model.parts: chain '{name}' lists joint {joint} after "
+                                 f"{previous}, but its parent is "
+                                 f"{smpl_lib.SMPL_PARENTS[joint]}; expected each chain in "
+                                 "kinematic order.")  # fmt: skip
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError with one clear sentence for a bad HKMR model config."""
+    if config.name != "hkmr":
+        raise ValueError(f"model.name is '{config.name}', expected 'hkmr'.")
+    choices = {"dtype": tuple(_DTYPES), "head_init": ("small", "zeros")}
+    for field, allowed in choices.items():
+        if config[field] not in allowed:
+            raise ValueError(f"model.{field} is '{config[field]}', expected one of {allowed}.")
+    for field in ("hidden_size", "outer_iterations", "inner_iterations", "scan_unroll"):
+        if int(config[field]) < 1:
+            raise ValueError(f"model.{field} is {config[field]}, expected a positive integer.")
+    if not 0.0 <= float(config.dropout) < 1.0:
+        raise ValueError(f"model.dropout is {config.dropout}, expected a rate in [0, 1).")
+    if config.previous_only and not config.hierarchy:
+        raise ValueError("model.previous_only is True, but with model.hierarchy=False no joint "
+                         "sees another: set model.hierarchy=True or leave it False.")  # fmt: skip
+    _check_chains(smpl_lib.validate_parts(dict(config.parts)))
+    smpl_lib.get_layout(config.joint_layout)
+
+
+def build(config: ml_collections.ConfigDict, body_model: smpl_lib.SMPLModel) -> HKMR:
+    """The HKMR module that `config` (fields of `default_config`) describes.
+
+    Raises:
+      ValueError: naming the bad field, the unreadable mean-parameter file or the bad chains.
+    """
+    check_config(config)
+    return HKMR(
+        body_model=body_model,
+        joint_body_model=smpl_lib.joint_model(body_model, config.joint_layout),
+        mean_params=load_mean_params(config.mean_params),
+        hidden_size=int(config.hidden_size),
+        outer_iterations=int(config.outer_iterations),
+        inner_iterations=int(config.inner_iterations),
+        hierarchy=bool(config.hierarchy),
+        previous_only=bool(config.previous_only),
+        backward_pass=bool(config.backward_pass),
+        dropout=float(config.dropout),
+        parts=tuple(smpl_lib.validate_parts(dict(config.parts)).items()),
+        head_init=config.head_init,
+        joint_layout=config.joint_layout,
+        dtype=_DTYPES[config.dtype],
+    )

@@ -1,0 +1,357 @@
+"""HKMR's pose prior: a VAE over SMPL's 69-D body pose, and the KL term L_KL (paper section 3.2).
+
+The VAE (after Pavlakos et al.'s VPoser, the paper's [43]) encodes the axis-angle of joints
+1..23 (no global orientation) to a Gaussian posterior q(z | pose) = N(mu, diag(exp(log_var)))
+and decodes a sample (re-parameterisation) back to the 69 numbers. It is trained on its own,
+maximising the ELBO; HKMR keeps only the encoder and pushes every outer iteration's predicted
+pose towards the prior with L_KL^t = KL(q(z | Theta^t) || N(0, I)) (`kl_to_prior`).
+
+Choices where the paper is silent (it trains on MoSh's ~6M poses, which we do not have):
+
+- Data: the poses of the training datasets (synthetic_motion's train split by default, frames
+  with SMPL labels) and any AMASS-style .npz the user gives (`poses` [N, 72] SMPL, or wider
+  SMPL-H/SMPL-X rows, of which the 21 body joints are kept and the two SMPL hand joints are
+  zero, as the body joints 1..21 are all such files share with SMPL).
+- Encoder and decoder: two dense layers of 512 with leaky ReLU (slope 0.2) each, a 32-D
+  latent (VPoser's width and latent size), separate linear mu and log_var heads; no batch
+  norm or dropout, so the encoder is a pure function of its parameters.
+- Loss (the negative ELBO per pose): squared error of the decoded axis-angle (a unit-variance
+  Gaussian likelihood up to constants), plus `kl_weight` (0.005, VPoser's) times the KL.
+- Optimiser: Adam, lr 1e-3, batch 256, minibatches drawn with replacement from a seeded numpy
+  generator.
+
+The checkpoint (`train_pose_prior`, `load_pose_prior`) is a folder `WORKDIR/pose_prior` with
+the Orbax-saved parameters {'encoder', 'decoder'} and `config.json` (the model widths).
+
+Run: `python -m lmr_jax.models.pose_prior --config=experiments/hkmr_pose_prior.py:cpu
+--workdir=workdirs/hkmr_pose_prior`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+
+POSE_DIM = 69  # joints 1..23, axis-angle
+_BODY_JOINTS = 21  # the body joints every SMPL-family pose file shares (1..21)
+
+
+class PoseEncoder(nn.Module):
+    """[..., 69] pose -> (mu [..., L], log_var [..., L]) of q(z | pose)."""
+
+    hidden_size: int = 512
+    num_layers: int = 2
+    latent_size: int = 32
+
+    @nn.compact
+    def __call__(self, pose69: jnp.ndarray):
+        x = pose69
+        for i in range(self.num_layers):
+            x = nn.leaky_relu(nn.Dense(self.hidden_size, name=f"hidden_{i}")(x), 0.2)
+        return nn.Dense(self.latent_size, name="mu")(x), nn.Dense(self.latent_size, name="log_var")(
+            x
+        )
+
+
+class PoseDecoder(nn.Module):
+    """[..., L] latent -> [..., 69] pose."""
+
+    hidden_size: int = 512
+    num_layers: int = 2
+
+    @nn.compact
+    def __call__(self, z: jnp.ndarray) -> jnp.ndarray:
+        x = z
+        for i in range(self.num_layers):
+            x = nn.leaky_relu(nn.Dense(self.hidden_size, name=f"hidden_{i}")(x), 0.2)
+        return nn.Dense(POSE_DIM, name="pose")(x)
+
+
+class PoseVAE(nn.Module):
+    """Encoder and decoder; __call__ reconstructs a pose from one posterior sample."""
+
+    hidden_size: int = 512
+    num_layers: int = 2
+    latent_size: int = 32
+
+    def setup(self):
+        self.encoder = PoseEncoder(self.hidden_size, self.num_layers, self.latent_size)
+        self.decoder = PoseDecoder(self.hidden_size, self.num_layers)
+
+    def __call__(self, pose69: jnp.ndarray, rng: jax.Array):
+        """[..., 69] poses -> (reconstruction [..., 69], mu [..., L], log_var [..., L])."""
+        mu, log_var = self.encoder(pose69)
+        z = mu + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mu.shape)
+        return self.decoder(z), mu, log_var
+
+
+def gaussian_kl(mu: jnp.ndarray, log_var: jnp.ndarray) -> jnp.ndarray:
+    """KL(N(mu, diag(exp(log_var))) || N(0, I)) = 0.5 sum(exp(lv) + mu^2 - 1 - lv): [...]."""
+    return 0.5 * jnp.sum(jnp.exp(log_var) + jnp.square(mu) - 1.0 - log_var, axis=-1)
+
+
+def _encoder_for(encoder_params) -> PoseEncoder:
+    """The encoder whose widths the parameters have (so `kl_to_prior` needs no config)."""
+    layers = sum(1 for name in encoder_params if name.startswith("hidden_"))
+    return PoseEncoder(
+        hidden_size=int(encoder_params["hidden_0"]["kernel"].shape[-1]),
+        num_layers=layers,
+        latent_size=int(encoder_params["mu"]["kernel"].shape[-1]),
+    )
+
+
+def kl_to_prior(encoder_params, pose69: jnp.ndarray) -> jnp.ndarray:
+    """HKMR's L_KL: KL(q(z | pose) || N(0, I)) of the prior's encoder, differentiable in pose.
+
+    Args:
+      encoder_params: the 'encoder' parameters of a trained prior (`load_pose_prior`).
+      pose69: [..., 69] body poses (axis-angle of joints 1..23).
+
+    Returns:
+      [...] the KL of every pose.
+    """
+    mu, log_var = _encoder_for(encoder_params).apply({"params": encoder_params}, pose69)
+    return gaussian_kl(mu, log_var)
+
+
+def negative_elbo(model: PoseVAE, params, pose69: jnp.ndarray, rng: jax.Array, kl_weight: float):
+    """The training loss: mean over poses of |pose - decoded|^2 + kl_weight * KL.
+
+    Returns:
+      (loss, {'loss', 'reconstruction', 'kl'} means).
+    """
+    decoded, mu, log_var = model.apply({"params": params}, pose69, rng)
+    reconstruction = jnp.mean(jnp.sum(jnp.square(decoded - pose69), axis=-1))
+    kl = jnp.mean(gaussian_kl(mu, log_var))
+    loss = reconstruction + kl_weight * kl
+    return loss, {"loss": loss, "reconstruction": reconstruction, "kl": kl}
+
+
+# ---------------------------------------------------------------------------------------------
+# Training poses
+# ---------------------------------------------------------------------------------------------
+
+
+def validate_poses(poses: Any, source: str) -> np.ndarray:
+    """Checks training poses: a finite float array [N >= 1, 69]; returns it as float32."""
+    array = np.asarray(poses)
+    if array.ndim != 2 or array.shape[1] != POSE_DIM or array.shape[0] < 1:
+        raise ValueError(f"poses from {source} have shape {array.shape}, expected [N >= 1, "
+                         f"{POSE_DIM}] (axis-angle of joints 1..23).")  # fmt: skip
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"poses from {source} hold NaN or infinite values, expected finite "
+                         "axis-angle numbers.")  # fmt: skip
+    return array.astype(np.float32)
+
+
+def poses_from_file(path: str) -> np.ndarray:
+    """The 69-D body poses of an AMASS-style .npz (`poses` [N, 72] SMPL or [N, > 72] SMPL-H /
+    SMPL-X: then joints 1..21 and zero hands, see the module docstring).
+
+    Raises:
+      ValueError: naming the file and what is wrong with it.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"pose file '{path}' does not exist (expected an .npz with a 'poses' "
+                         "array [N, >= 72]).")  # fmt: skip
+    try:
+        with np.load(path) as data:
+            arrays = {name: np.asarray(data[name]) for name in data.files}
+    except Exception as error:  # not an .npz, truncated, pickled objects
+        raise ValueError(f"could not read pose file '{path}' ({error}); expected an .npz with "
+                         "a 'poses' array [N, >= 72].") from None  # fmt: skip
+    if "poses" not in arrays:
+        raise ValueError(f"pose file '{path}' has no 'poses' array (keys: {sorted(arrays)}), "
+                         "expected poses [N, >= 72].")  # fmt: skip
+    poses = arrays["poses"]
+    if poses.ndim != 2 or poses.shape[1] < 72 or not np.issubdtype(poses.dtype, np.number):
+        raise ValueError(f"pose file '{path}': 'poses' has shape {poses.shape} and dtype "
+                         f"{poses.dtype}, expected numbers [N, >= 72].")  # fmt: skip
+    if poses.shape[1] == 72:
+        body = poses[:, 3:72]
+    else:
+        hands = np.zeros((len(poses), POSE_DIM - 3 * _BODY_JOINTS), poses.dtype)
+        body = np.concatenate([poses[:, 3 : 3 + 3 * _BODY_JOINTS], hands], axis=1)
+    return validate_poses(body, f"'{path}'")
+
+
+def poses_from_dataset(name: str, split: str, data_dir: str, stride: int = 1) -> np.ndarray:
+    """The 69-D body poses of every frame with SMPL labels of a dataset split (`pose` [N, 72]
+    of each video, the first 3 numbers dropped), every `stride`-th frame.
+
+    Raises:
+      lmr_jax.data.schema.DatasetError: the dataset cannot be opened.
+    """
+    from lmr_jax.data import pipeline  # models do not depend on data: only this reader does
+
+    source = pipeline.open_dataset(pipeline.DatasetSpec(name, split, data_dir=data_dir or None))
+    poses = []
+    for index in range(len(source.data_source)):
+        video = source.read(index)
+        labelled = np.asarray(video["has_smpl"]) > 0
+        poses.append(np.asarray(video["pose"])[labelled][::stride, 3:72])
+    return validate_poses(np.concatenate(poses), f"dataset '{name}:{split}'")
+
+
+def collect_poses(data: ml_collections.ConfigDict) -> np.ndarray:
+    """All training poses a config's `data` names: its datasets and its pose files."""
+    poses = [
+        poses_from_dataset(name.strip(), data.split, data.data_dir, int(data.stride))
+        for name in data.datasets.split(",")
+        if name.strip()
+    ]
+    poses += [poses_from_file(path.strip()) for path in data.pose_files.split(",") if path.strip()]
+    if not poses:
+        raise ValueError("config fields data.datasets and data.pose_files are both empty, "
+                         "expected at least one source of poses.")  # fmt: skip
+    return np.concatenate(poses)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training, checkpoint
+# ---------------------------------------------------------------------------------------------
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The prior's experiment fields (experiments/hkmr_pose_prior.py changes a few)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.data = ml_collections.ConfigDict()
+    c.data.data_dir = "data"
+    c.data.datasets = "synthetic_motion/standard"  # TFDS names, comma-separated ('' = none)
+    c.data.split = "train"
+    c.data.stride = 1  # every stride-th labelled frame
+    c.data.pose_files = ""  # AMASS-style .npz files, comma-separated
+    c.model = ml_collections.ConfigDict({"hidden_size": 512, "num_layers": 2, "latent_size": 32})
+    c.kl_weight = 0.005
+    c.optim = ml_collections.ConfigDict({"lr": 1e-3, "batch_size": 256, "num_steps": 20_000})
+    c.log_every = 1_000
+    return c
+
+
+@dataclasses.dataclass(frozen=True)
+class PosePrior:
+    """A trained prior: params {'encoder', 'decoder'} and the model widths."""
+
+    params: Any
+    model: ml_collections.ConfigDict
+
+    def kl(self, pose69: jnp.ndarray) -> jnp.ndarray:
+        """[..., 69] -> [...] KL(q(z | pose) || N(0, I)) (`kl_to_prior`)."""
+        return kl_to_prior(self.params["encoder"], pose69)
+
+
+def _prior_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), "pose_prior")
+
+
+def train_pose_prior(
+    poses: np.ndarray, config: ml_collections.ConfigDict, workdir: str
+) -> tuple[PosePrior, list[dict]]:
+    """Trains the VAE on `poses` and saves it to WORKDIR/pose_prior.
+
+    Args:
+      poses: [N, 69] training poses.
+      config: fields of `default_config` (model, kl_weight, optim, seed, log_every).
+      workdir: where the checkpoint goes (an existing one is replaced).
+
+    Returns:
+      (the trained PosePrior, the metrics of every step as floats).
+    """
+    poses = validate_poses(poses, "the training set")
+    model = PoseVAE(**config.model.to_dict())
+    base = jax.random.key(config.seed)
+    init = jax.jit(model.init)  # one compiled program: eager init is slower on CPU
+    params = init(jax.random.fold_in(base, 0), poses[:1], jax.random.fold_in(base, 1))["params"]
+    optimizer = optax.adam(config.optim.lr)
+    opt_state = optimizer.init(params)
+
+    @jax.jit
+    def train_step(params, opt_state, batch, step):
+        rng = jax.random.fold_in(jax.random.fold_in(base, 2), step)
+        grads, metrics = jax.grad(
+            lambda p: negative_elbo(model, p, batch, rng, config.kl_weight), has_aux=True
+        )(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, metrics
+
+    sampler = np.random.default_rng(config.seed)
+    history = []
+    for step in range(int(config.optim.num_steps)):
+        batch = poses[sampler.integers(0, len(poses), int(config.optim.batch_size))]
+        params, opt_state, metrics = train_step(params, opt_state, batch, step)
+        history.append(metrics)
+        if config.log_every and (step + 1) % config.log_every == 0:
+            logging.info("pose prior step %d: %s", step + 1,
+                         {k: round(float(v), 4) for k, v in metrics.items()})  # fmt: skip
+    history = [{k: float(v) for k, v in m.items()} for m in jax.device_get(history)]
+    prior = PosePrior(params=jax.device_get(params), model=config.model)
+    save_pose_prior(prior, workdir)
+    return prior, history
+
+
+def save_pose_prior(prior: PosePrior, workdir: str) -> None:
+    """Writes WORKDIR/pose_prior/{params (Orbax), config.json}, replacing an earlier one."""
+    folder = _prior_dir(workdir)
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(os.path.join(folder, "params"), prior.params, force=True)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(prior.model.to_dict(), f)
+
+
+def load_pose_prior(workdir: str) -> PosePrior:
+    """Reads the prior `train_pose_prior` saved in `workdir`.
+
+    Raises:
+      ValueError: naming the folder when it holds no pose prior.
+    """
+    folder = _prior_dir(workdir)
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.isfile(config_path) or not os.path.isdir(os.path.join(folder, "params")):
+        raise ValueError(f"'{workdir}' holds no pose prior (expected {folder}/params and "
+                         "config.json, written by lmr_jax.models.pose_prior).")  # fmt: skip
+    with open(config_path) as f:
+        model = ml_collections.ConfigDict(json.load(f))
+    with ocp.StandardCheckpointer() as checkpointer:
+        params = checkpointer.restore(os.path.join(folder, "params"))
+    return PosePrior(params=params, model=model)
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    from lmr_jax.cli import fail, quiet_logs
+    from lmr_jax.data.schema import DatasetError
+
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", None, "experiments/hkmr_pose_prior.py[:variant]", lock_config=True
+    )
+    _WORKDIR = flags.DEFINE_string("workdir", None, "Where the prior's checkpoint goes.")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+    def main(argv):
+        del argv
+        quiet_logs()
+        try:
+            poses = collect_poses(_CONFIG.value.data)
+            print(f"pose prior: {len(poses)} training poses")
+            _, history = train_pose_prior(poses, _CONFIG.value, _WORKDIR.value)
+        except (ValueError, DatasetError) as error:
+            fail(str(error))
+        last = history[-1] if history else {}
+        print(f"pose prior saved to {_prior_dir(_WORKDIR.value)}; last step: "
+              + ", ".join(f"{k} {v:.4f}" for k, v in last.items()))  # fmt: skip
+
+    app.run(main)
