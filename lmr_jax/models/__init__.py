@@ -134,6 +134,10 @@ def build_model(config: ml_collections.ConfigDict, body_model: smpl_lib.SMPLMode
       ValueError: naming the bad field, the unreadable mean-parameter file or the bad part table.
     """
     _check(config)
+    if config.get("backbone") is not None:  # images in: a ResNet per frame, then this model
+        from lmr_jax.models import pixels
+
+        return pixels.wrap(config, body_model, build_model)
     common = dict(
         body_model=body_model,
         joint_body_model=smpl_lib.joint_model(body_model, config.joint_layout),
