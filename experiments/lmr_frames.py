@@ -19,7 +19,7 @@ Variants (`--config=experiments/lmr_frames.py:<variant>`):
 - `cpu`: ResNet-18 at the frames' 128 pixels, LMR of hidden 128, batch 8 windows of T = 8 (64
   images per step), Adam 1e-3 with cosine decay, 400 steps. Not tuned either.
 - `smoke`: a ResNet-18 of width 8 at 64 pixels on synthetic_motion/tiny_frames, LMR of hidden
-  32, 2 steps; the test suite runs it (tests/test_lmr_frames.py).
+  16 with one iteration, 2 steps; the test suite runs it (tests/test_lmr_frames.py).
 """
 
 from lmr_jax import config as config_lib
@@ -61,7 +61,8 @@ def smoke(config):
         node.name = "synthetic_motion/tiny_frames"
     config.model.backbone.update(depth=18, width=8)
     config.data.image_size = 0  # the stored 64 pixels
-    config.model.num_iterations = 2
+    config.model.hidden_size = 16
+    config.model.num_iterations = 1  # a smaller program: the suite compiles it
     return config
 
 
