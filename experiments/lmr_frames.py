@@ -3,8 +3,8 @@
 LMR trained end to end from pixels: a ResNet per frame (lmr_jax/models/pixels.py: FromPixels),
 its features fed to LMR, on synthetic_motion/frames (small's 72 videos rendered to 128 x 128
 JPEGs; build it first: `.venv/bin/python -m lmr_jax.data.build synthetic_motion/frames
---data_dir=data`, about 3 minutes on 2 cores). The pipeline decodes the frames and normalises
-them with ImageNet's mean and std (`data.inputs='frames'`).
+--data_dir=data`: 154 s on a contended 2-core CPU, 102 MiB). The pipeline decodes the frames
+and normalises them with ImageNet's mean and std (`data.inputs='frames'`).
 
 The backbone's BatchNorm is frozen (running statistics; the train state carries no
 batch_stats, see models/pixels.py); `model.backbone.mode` is 'finetune' (every backbone weight
@@ -17,7 +17,9 @@ Variants (`--config=experiments/lmr_frames.py:<variant>`):
   config for a real run), paper-size LMR (hidden 512), VIBE's optimisation (Adam 5e-5, batch
   32, T = 16), 15k steps: a GPU run (512 images of 224 pixels per step). Not tuned.
 - `cpu`: ResNet-18 at the frames' 128 pixels, LMR of hidden 128, batch 8 windows of T = 8 (64
-  images per step), Adam 1e-3 with cosine decay, 400 steps. Not tuned either.
+  images per step), Adam 1e-3 with cosine decay, 400 steps. Not tuned either. Measured on a
+  contended 2-core CPU (another job running): 7.4 s a step (median of 5, after a 48 s first
+  step with the compile), so about 50 minutes for the 400 steps.
 - `smoke`: a ResNet-18 of width 8 at 64 pixels on synthetic_motion/tiny_frames, LMR of hidden
   16 with one iteration, 2 steps; the test suite runs it (tests/test_lmr_frames.py).
 """
