@@ -92,6 +92,7 @@ def test_variants():
     assert cpu.data.train.synthetic.name == "synthetic_motion/frames"
 
 
+@pytest.mark.slow  # ~85 s on a contended 2-core CPU: init and the step's compile
 def test_smoke_run_trains_from_pixels_under_pmap(frames_dir, tmp_path):
     config = _experiment().get_config("smoke")
     config.data.data_dir = frames_dir
