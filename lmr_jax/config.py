@@ -93,6 +93,10 @@ def base_config(model_name: str = "lmr") -> ml_collections.ConfigDict:
         {"name": "synthetic_motion/standard", "split": "validation", "joints": "vibe49"}
     )
     c.data.eval_max_videos = 0  # 0 = all videos
+    # The model's input: 'features' or 'frames' (rendered images, e.g. synthetic_motion/frames,
+    # for models with a backbone: experiments/lmr_frames.py), resized to image_size (0: stored).
+    c.data.inputs = "features"
+    c.data.image_size = 0
 
     c.model = models.default_model_config(model_name)
     c.loss = losses.default_loss_config()
@@ -184,6 +188,7 @@ def _check_choices(config: ml_collections.ConfigDict) -> None:
         "eval.protocol": ("vibe", "tcmr"),
         "eval.joints": tuple(evaluate.EVAL_JOINTS),
         "data.validation.joints": tuple(evaluate.EVAL_JOINTS),
+        "data.inputs": ("features", "frames"),
     }
     for path, allowed in choices.items():
         node = config
@@ -232,6 +237,10 @@ def check(config: ml_collections.ConfigDict) -> None:
     if not config.data.train:
         raise ValueError("config field data.train is empty, expected at least one dataset.")
     _check_mixture(config)
+    if config.model.get("backbone") is not None and config.optim.weight_decay > 0:
+        raise ValueError(f"config field optim.weight_decay is {config.optim.weight_decay!r}, "
+                         "expected 0 with model.backbone: decay would shrink the backbone's "
+                         "frozen weights and BatchNorm statistics (models/pixels.py).")  # fmt: skip
     if config.optim.schedule == "plateau":
         if config.train.eval_every <= 0:
             raise ValueError("config field train.eval_every is "

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lmr_jax.models import default_model_config
+from lmr_jax.models import vibe
 from lmr_jax.models.params import MeanParams
 from lmr_jax.models.vibe import TemporalEncoder
 from lmr_jax.torch_weights import (
@@ -155,7 +155,7 @@ def vibe_params(
         cannot tell.
 
     Returns:
-      (a model config of models.default_model_config('vibe') with the checkpoint's hidden_size,
+      (a model config of models.vibe.default_config() with the checkpoint's hidden_size,
       gru_layers, bidirectional, add_linear, use_residual, regressor_hidden and VIBE's 3
       iterations, the parameters {'encoder': ..., 'regressor': ...} as float32 numpy arrays,
       the mean parameters of the `regressor.init_*` buffers).
@@ -182,7 +182,7 @@ def vibe_params(
     if mean_params is None:
         raise CheckpointError(f"'{source}' has no 'regressor.init_pose', which {_WHAT} "
                               "starts from.")  # fmt: skip
-    config = default_model_config("vibe")
+    config = vibe.default_config()
     config.update(
         hidden_size=hidden,
         gru_layers=layers,

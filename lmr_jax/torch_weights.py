@@ -25,7 +25,7 @@ import numpy as np
 from flax import traverse_util
 
 from lmr_jax import smpl as smpl_lib
-from lmr_jax.models import build_model
+from lmr_jax.models import vibe
 from lmr_jax.models.hmr import HMRRegressor
 from lmr_jax.models.params import NUM_BETAS, NUM_JOINTS, MeanParams
 from lmr_jax.models.resnet import DEPTHS, ResNet, resnet
@@ -448,5 +448,5 @@ def load_vibe(
     config, params, mean_params = torch_maps.vibe_params(state, path, use_residual)
     config.joint_layout = joint_layout
     body_model = smpl_lib.resolve() if body_model is None else body_model
-    model = build_model(config, body_model).clone(mean_params=mean_params)
+    model = vibe.build(config, body_model).clone(mean_params=mean_params)
     return model, params

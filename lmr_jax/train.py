@@ -146,7 +146,8 @@ def make_pmapped_step(
 def init_state(config, model, optimizer, features_shape: tuple[int, ...]) -> TrainState:
     """Initialises parameters from the seed for features of shape [B, T, D]."""
     rng = init_rng(jax.random.PRNGKey(config.seed))
-    dummy = jnp.zeros((1, *features_shape[-2:]), jnp.float32)
+    rank = getattr(model, "input_ndim", 3)  # [B, T, D]; FromPixels takes [B, T, H, W, 3]
+    dummy = jnp.zeros((1, *features_shape[-(rank - 1) :]), jnp.float32)
     params = jax.jit(lambda r: model.init({"params": r}, dummy, train=False)["params"])(rng)
     state = TrainState(
         step=jnp.asarray(0, jnp.int32), params=params, opt_state=optimizer.init(params)
@@ -180,7 +181,7 @@ def dataset_specs(config: ml_collections.ConfigDict) -> list[pipeline.DatasetSpe
         pipeline.DatasetSpec(
             name=d.name, split=d.split, data_dir=config.data.data_dir, weight=d.weight,
             stride=d.stride, window=config.data.window,
-            tail=config.data.get("tail_window", True),
+            tail=config.data.get("tail_window", True), **_inputs(config),
         )
         for d in chosen
     ]  # fmt: skip
@@ -208,8 +209,15 @@ def dataset_specs(config: ml_collections.ConfigDict) -> list[pipeline.DatasetSpe
 
 def eval_spec(config: ml_collections.ConfigDict, name: str, split: str) -> pipeline.DatasetSpec:
     return pipeline.DatasetSpec(
-        name=name, split=split, data_dir=config.data.data_dir, window=config.data.window
-    )
+        name=name, split=split, data_dir=config.data.data_dir, window=config.data.window,
+        **_inputs(config),
+    )  # fmt: skip
+
+
+def _inputs(config: ml_collections.ConfigDict) -> dict:
+    """What the pipeline feeds the model (.get: configs saved before the fields existed)."""
+    data = config.data
+    return {"inputs": data.get("inputs", "features"), "image_size": data.get("image_size", 0)}
 
 
 def evaluate_set(

@@ -24,6 +24,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+# The rasterizer lives in the data package (frames of synthetic_motion are rendered with it).
+from lmr_jax.data.render import DEFAULT_LIGHT, face_shading, rasterize  # noqa: F401
+
 PRED_COLOR = (60, 120, 235)  # blue: predictions
 GT_COLOR = (240, 135, 40)  # orange: ground truth
 BODY_COLOR = (200, 200, 200)
@@ -31,7 +34,6 @@ KP_GT_COLOR = (20, 170, 60)  # green: ground-truth / observed 2D keypoints
 KP_PRED_COLOR = (215, 30, 150)  # magenta: predicted 2D keypoints
 MARKER_COLOR = (200, 30, 30)  # red: the shown frames on the error curve
 BACKGROUND = (255, 255, 255)
-DEFAULT_LIGHT = (-0.5, -0.6, -1.0)  # towards the light: from beside the camera, up and left
 
 View = tuple[float, float, float]  # a square of the crop frame: centre x, centre y, half side
 
@@ -69,88 +71,6 @@ def fit_view(points: Sequence[np.ndarray], margin: float = 0.08) -> View:
     low, high = xy.min(axis=0), xy.max(axis=0)
     half = max(float((high - low).max()) / 2.0, 1e-3) * (1.0 + 2.0 * margin)
     return (float(low[0] + high[0]) / 2.0, float(low[1] + high[1]) / 2.0, half)
-
-
-def _expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For items with `counts` parts each: the item of every part and its rank in the item."""
-    owner = np.repeat(np.arange(len(counts)), counts)
-    return owner, np.arange(len(owner)) - (np.cumsum(counts) - counts)[owner]
-
-
-def rasterize(
-    points: np.ndarray, faces: np.ndarray, height: int, width: int, cull_back: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """Z-buffer rasterization of a triangle mesh at pixel centres, vectorized over spans.
-
-    Every face is cut into one horizontal span per pixel row it covers (the row centre meets
-    two of its edges); the spans expand into exactly the pixel centres they hold, each with the
-    depth of the face's plane there, and the nearest face wins each pixel. Centres on a shared
-    edge go to both faces, so a closed mesh leaves no cracks.
-
-    Args:
-      points: [V, 3] pixel x, pixel y (down) and depth (larger is farther).
-      faces: [F, 3] vertex indices, counter-clockwise seen from outside (SMPL's winding).
-      height, width: image size in pixels.
-      cull_back: skip faces turned away from the viewer.
-
-    Returns:
-      face_index: [height, width] int64, the nearest face covering each pixel centre, -1 where
-        none does.
-      depth: [height, width] float64 depth of that face there, +inf where none.
-    """
-    tri = np.asarray(points, np.float64)[np.asarray(faces)]  # [F, 3 corners, xyz]
-    finite = np.isfinite(tri).all(axis=(1, 2))
-    tri = np.where(finite[:, None, None], tri, 0.0)
-    x, y, z = tri[..., 0], tri[..., 1], tri[..., 2]
-    ex, ey = x[:, 1:] - x[:, :1], y[:, 1:] - y[:, :1]  # edges from corner 0, [F, 2]
-    # Twice the signed area; also the z of the face normal, negative on front faces.
-    area = ex[:, 0] * ey[:, 1] - ex[:, 1] * ey[:, 0]
-    row0 = np.clip(np.ceil(y.min(axis=1) - 0.5), 0, height).astype(np.int64)
-    row1 = np.clip(np.floor(y.max(axis=1) - 0.5), -1, height - 1).astype(np.int64)
-    live = (area < 0 if cull_back else area != 0) & finite & (row1 >= row0)
-    ids = np.flatnonzero(live)
-    # The depth plane z = z0 + dzdx (x - x0) + dzdy (y - y0) of each face.
-    ez = z[ids, 1:] - z[ids, :1]
-    dzdx = (ez[:, 0] * ey[ids, 1] - ez[:, 1] * ey[ids, 0]) / area[ids]
-    dzdy = (ex[ids, 0] * ez[:, 1] - ex[ids, 1] * ez[:, 0]) / area[ids]
-    span_face, rank = _expand(row1[ids] - row0[ids] + 1)  # one span per (face, row)
-    row = row0[ids][span_face] + rank
-    cy = row + 0.5
-    xs, ys = x[ids][span_face], y[ids][span_face]  # [S, 3]
-    left, right = np.full(len(row), np.inf), np.full(len(row), -np.inf)
-    for a, b in ((0, 1), (1, 2), (2, 0)):
-        ya, yb = ys[:, a], ys[:, b]
-        meets = (np.minimum(ya, yb) <= cy) & (cy <= np.maximum(ya, yb)) & (ya != yb)
-        t = (cy - ya) / np.where(ya != yb, yb - ya, 1.0)
-        cross = xs[:, a] + t * (xs[:, b] - xs[:, a])
-        left = np.where(meets, np.minimum(left, cross), left)
-        right = np.where(meets, np.maximum(right, cross), right)
-    col0 = np.clip(np.ceil(left - 0.5), 0, width).astype(np.int64)
-    col1 = np.clip(np.floor(right - 0.5), -1, width - 1).astype(np.int64)
-    pixel_span, rank = _expand(np.maximum(col1 - col0 + 1, 0))  # the spans' pixels
-    col = col0[pixel_span] + rank
-    face = span_face[pixel_span]
-    corner = tri[ids[face], 0]
-    d = corner[:, 2] + dzdx[face] * (col + 0.5 - corner[:, 0])
-    d += dzdy[face] * (row[pixel_span] + 0.5 - corner[:, 1])
-    pixel = row[pixel_span] * width + col
-    order = np.lexsort((d, pixel))  # by pixel, then nearest first
-    win = order[np.diff(pixel[order], prepend=-1) != 0]  # the first of each pixel
-    face_index, depth = np.full(height * width, -1), np.full(height * width, np.inf)
-    face_index[pixel[win]] = ids[face[win]]
-    depth[pixel[win]] = d[win]
-    return face_index.reshape(height, width), depth.reshape(height, width)
-
-
-def face_shading(points: np.ndarray, faces: np.ndarray, light=DEFAULT_LIGHT, ambient=0.3):
-    """Lambert shading per face, [F] = ambient + (1 - ambient) max(0, n . l), with n the unit
-    normal of each counter-clockwise face of `points` [V, 3] (x, y, depth in one unit) and l
-    the unit direction towards the light in the same frame."""
-    tri = np.asarray(points, np.float64)[np.asarray(faces)]
-    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-    light = np.asarray(light, np.float64) / np.linalg.norm(light)
-    return ambient + (1.0 - ambient) * np.clip(normals @ light, 0.0, 1.0)
 
 
 def render_mesh(

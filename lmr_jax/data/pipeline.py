@@ -14,6 +14,16 @@ Batches are dicts of numpy arrays: features [.., T, D], kp2d [.., T, 49, 3], kp3
 pose [.., T, 72], shape [.., T, 10], cam [.., T, 3], has_smpl, has_kp3d and valid [.., T]
 (float32). A video shorter than T gives one window padded with zeros; `valid` is 0 there.
 
+Frames (`DatasetSpec.inputs='frames'`, for datasets with a `frames` field of JPEG bytes, such as
+synthetic_motion/frames): `features` then holds the model's input images instead, [.., T, H, W,
+3] float32 RGB normalised with ImageNet's mean and std (lmr_jax.data.extract.normalize; zeros
+in padded frames), decoded with Pillow from the window's T JPEGs only (a cached video keeps its
+JPEG bytes, not its pixels) and resized bilinearly to `image_size` when that is set and differs
+from the stored size. The key stays `features`, the model input that training, evaluation and
+prediction read, so every consumer works unchanged; the stored features are then not read.
+Memory: a batch of 32 windows of 16 frames at 128 pixels is 100 MiB (at 224 pixels 308 MiB),
+and `prefetch_buffer_size` windows are held ahead of it.
+
 Resuming: the iterator of the returned `grain.IterDataset` has `get_state()` (a small dict) and
 `set_state(state)`; the same seed, specs and state continue with the same batches. With orbax,
 save it beside the model through grain's handler (grain 0.2.18: `grain.checkpoint`):
@@ -37,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import logging
 import os
 import threading
@@ -63,6 +74,9 @@ class DatasetSpec:
       stride: frames between consecutive window starts (None: half the window).
       window: window length T for this dataset (None: the pipeline's).
       tail: an extra window per video ending at its last frame (see `window_index`).
+      inputs: what `features` holds: 'features' (the stored features) or 'frames' (the decoded,
+        normalised images of the `frames` field; see the module docstring).
+      image_size: with inputs 'frames', the side the images are resized to (0: as stored).
     """
 
     name: str
@@ -72,6 +86,8 @@ class DatasetSpec:
     stride: int | None = None
     window: int | None = None
     tail: bool = True
+    inputs: str = "features"
+    image_size: int = 0
 
     @property
     def label(self) -> str:
@@ -127,6 +143,7 @@ class _Source:
         self.lengths = self._lengths(metadata.get("num_frames", {}).get(spec.split))
         # The source file's flags (schema.FILE_FLAGS) that the split really has.
         self.file_flags = tuple(metadata.get("file_flags", {}).get(spec.split.split("[")[0], ()))
+        self.has_frames = "frames" in info.features
 
     def _lengths(self, recorded) -> np.ndarray:
         """Frames per video: from the metadata when the builder recorded them, else a scan."""
@@ -161,6 +178,10 @@ class _Source:
         example = self.data_source[index]
         if index not in self._validated:
             validate_example(example, self.spec.label, feature_dim=self.feature_dim)
+            frames, num = example.get("frames"), len(example["features"])
+            if frames is not None and len(frames) != num:
+                raise DatasetError(f"dataset '{self.spec.label}', video {index}: field 'frames' "
+                                   f"holds {len(frames)} images, expected {num}.")  # fmt: skip
             self._validated.add(index)
         if cache:
             size = sum(getattr(v, "nbytes", 0) for v in example.values())
@@ -178,7 +199,36 @@ def _open(spec: DatasetSpec) -> _Source:
 
 def open_dataset(spec: DatasetSpec) -> _Source:
     """Opens (and caches per process) a dataset split; raises DatasetError if unusable."""
-    return _open(dataclasses.replace(spec, weight=1.0, stride=None, window=None, tail=True))
+    spec = dataclasses.replace(spec, weight=1.0, stride=None, window=None, tail=True)
+    return _open(dataclasses.replace(spec, inputs="features", image_size=0))
+
+
+INPUTS = ("features", "frames")
+
+
+def _check_inputs(spec: DatasetSpec, source: _Source) -> None:
+    if spec.inputs not in INPUTS:
+        raise ValueError(f"dataset '{spec.label}' asks for inputs '{spec.inputs}', expected one "
+                         f"of {INPUTS}.")  # fmt: skip
+    if spec.inputs == "frames" and not source.has_frames:
+        raise DatasetError(f"dataset '{spec.label}' has no 'frames' field, expected rendered "
+                           "frames for inputs 'frames' (synthetic_motion/frames).")  # fmt: skip
+
+
+def decode_frames(jpegs: Sequence[bytes], image_size: int = 0) -> np.ndarray:
+    """JPEG bytes [n] -> [n, H, W, 3] float32 images normalised with ImageNet's mean and std,
+    resized bilinearly to image_size x image_size when it is set and differs."""
+    from PIL import Image
+
+    from lmr_jax.data.extract import normalize  # imports the backbone: only when frames are read
+
+    images = []
+    for data in jpegs:
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+        if image_size and image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), Image.BILINEAR)
+        images.append(np.asarray(image))
+    return normalize(np.stack(images))
 
 
 def window_index(lengths: Sequence[int], window: int, stride: int, tail: bool = True) -> np.ndarray:
@@ -213,11 +263,19 @@ def window_index(lengths: Sequence[int], window: int, stride: int, tail: bool = 
     return np.asarray(rows, np.int64).reshape(-1, 2)
 
 
-def cut_window(example: dict, start: int, window: int) -> dict[str, np.ndarray]:
-    """Frames [start, start + window) of a video, zero-padded, with a `valid` mask [T]."""
+def cut_window(
+    example: dict, start: int, window: int, inputs: str = "features", image_size: int = 0
+) -> dict[str, np.ndarray]:
+    """Frames [start, start + window) of a video, zero-padded, with a `valid` mask [T].
+
+    With inputs 'frames', `features` holds the window's decoded images (`decode_frames`).
+    """
     out = {}
     for field in BATCH_FIELDS:
-        part = example[field][start : start + window]
+        if field == "features" and inputs == "frames":
+            part = decode_frames(example["frames"][start : start + window], image_size)
+        else:
+            part = example[field][start : start + window]
         if part.shape[0] < window:
             pad = [(0, window - part.shape[0])] + [(0, 0)] * (part.ndim - 1)
             part = np.pad(part, pad)
@@ -286,6 +344,11 @@ def train_dataset(
         raise ValueError(f"process_index {process_index} is not in [0, {process_count}).")
     per_process = _check_batch(global_batch_size, num_local_devices, process_count)
     sources = [open_dataset(spec) for spec in specs]
+    for spec, source in zip(specs, sources, strict=True):
+        _check_inputs(spec, source)
+    if len({(spec.inputs, spec.image_size) for spec in specs}) > 1:
+        raise ValueError("every dataset of a mixture needs the same inputs and image_size, got "
+                         f"{sorted({(s.inputs, s.image_size) for s in specs})}.")  # fmt: skip
     for source in sources:
         source.cache_limit = max(source.cache_limit, cache_mib << 20)
     dims = {s.spec.label: s.feature_dim for s in sources}
@@ -314,7 +377,9 @@ def train_dataset(
 
     def read_window(row) -> dict[str, np.ndarray]:
         k, video, start = (int(x) for x in row)
-        return cut_window(sources[k].read(video, cache=True), start, t)
+        spec = specs[k]
+        example = sources[k].read(video, cache=True)
+        return cut_window(example, start, t, spec.inputs, spec.image_size)
 
     def to_devices(batch: dict) -> dict:
         return {
@@ -344,12 +409,16 @@ def eval_videos(
     Yields:
       Dicts with the schema's arrays of one video ([N, ...]: features, kp2d, kp3d, pose,
       shape, cam, has_smpl, has_kp3d, frame_ids), 'vid_name' (str) and the source file's
-      flags `valid` / `valid_i` [N] that the split has (see schema.FILE_FLAGS).
+      flags `valid` / `valid_i` [N] that the split has (see schema.FILE_FLAGS). With inputs
+      'frames', `features` holds the video's decoded images [N, H, W, 3] (`decode_frames`).
     """
     source = open_dataset(spec)
+    _check_inputs(spec, source)
     for index in range(process_index, len(source.data_source), process_count):
         example = source.read(index)
         video = {field: np.asarray(example[field]) for field in FIELDS}
+        if spec.inputs == "frames":
+            video["features"] = decode_frames(example["frames"], spec.image_size)
         video.update({f: np.asarray(example[f]) for f in source.file_flags if f in example})
         name = example["vid_name"]
         video["vid_name"] = name.decode() if isinstance(name, bytes) else str(name)

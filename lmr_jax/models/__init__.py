@@ -36,7 +36,7 @@ import ml_collections
 import numpy as np
 
 from lmr_jax import smpl as smpl_lib
-from lmr_jax.models import common, hmr, lmr, vibe
+from lmr_jax.models import common, hkmr, hmr, lmr, vibe
 from lmr_jax.models.hmr import HMR, HMRRegressor
 from lmr_jax.models.layers import FeedForward, StackedDense
 from lmr_jax.models.lmr import LMR, PartRecurrences, SingleRecurrence
@@ -49,8 +49,12 @@ SYSTEMS: dict[str, types.ModuleType] = {
     "lmr": lmr,
     "vibe": vibe,
     "hmr": hmr,
+    "hkmr": hkmr,
 }
 MODEL_NAMES = tuple(SYSTEMS)  # the names as registered at import
+# A field every system may have: a ResNet that turns frames into the system's features
+# (models/pixels.py, experiments/lmr_frames.py).
+BACKBONE = "backbone"
 
 
 def _system(name: str) -> types.ModuleType:
@@ -98,6 +102,11 @@ def check_model_config(config) -> None:
     """Raises ValueError with one clear sentence for a bad model config: an unknown name, a
     field the system does not have (another system's, a renamed one), or a bad value."""
     system = _system(config.get("name", ""))
+    if config.get(BACKBONE) is not None:
+        from lmr_jax.models import pixels
+
+        pixels.check_backbone(config[BACKBONE])
+        config = ml_collections.ConfigDict({k: v for k, v in config.items() if k != BACKBONE})
     common.check_fields(config, system.default_config(), renamed_fields(config["name"]))
     system.check_config(complete_model_config(config))
 
@@ -119,7 +128,7 @@ def saved_model_config(saved: dict) -> dict:
     out = {}
     for field, value in saved.items():
         field = renamed.get(field, field)
-        if field in fields:
+        if field in fields or field == BACKBONE:
             out[field] = value
     return out
 
@@ -138,6 +147,10 @@ def build_model(config: ml_collections.ConfigDict, body_model: smpl_lib.SMPLMode
     Raises:
       ValueError: naming the bad field, the unreadable mean-parameter file or the bad part table.
     """
+    if config.get("backbone") is not None:  # images in: a ResNet per frame, then this model
+        from lmr_jax.models import pixels
+
+        return pixels.wrap(config, body_model, build_model)
     check_model_config(config)
     return _system(config["name"]).build(complete_model_config(config), body_model)
 

@@ -111,8 +111,10 @@ def check_shared(
     check_choice(config, "dtype", tuple(DTYPES))
     check_choice(config, "head_init", HEAD_INITS)
     check_positive(config, ["num_iterations"])
-    if "hidden_size" in defaults:
-        check_positive(config, ("hidden_size", "gru_layers", "scan_unroll"))
+    check_positive(
+        config, [f for f in ("hidden_size", "gru_layers", "scan_unroll") if f in defaults]
+    )
+    if "dropout" in defaults:
         check_rate(config, ["dropout"])
     smpl_lib.get_layout(config["joint_layout"])
 

@@ -4,7 +4,7 @@ A per-frame regressor (frames of [B, T, D] features are independent). Pose is ax
 in the paper (12 numbers for the 4-joint root chain), and starts at the mean pose of
 params.MeanParams (converted from 6D); it becomes rotation matrices only for smpl_outputs.
 
-One outer iteration t (T = `outer_iterations`, default 3, the paper's best):
+One outer iteration t (T = `num_iterations`, default 3, the paper's best):
 
 1. the root chain (pelvis, spine1, spine2, spine3) refines theta_root from [phi, beta, theta_root];
 2. the five child chains (head, arms, legs) refine their theta_c from [phi, beta, theta_c,
@@ -42,7 +42,7 @@ from psi (one layer per pass, no joint sees another's residual; the issue's read
 "no joint hierarchy"); `previous_only` keeps the joint order but feeds each joint only the
 residual of the joint just before it (the paper's own wording of that column: "each joint
 prediction is dependent on just the immediately preceding joint"); `backward_pass=False`
-makes an inner iteration a forward pass only; `outer_iterations` and `inner_iterations` sweep
+makes an inner iteration a forward pass only; `num_iterations` and `inner_iterations` sweep
 Table 3. The discriminator pose prior of Table 2 is not implemented (the VAE prior is in
 models/pose_prior.py).
 
@@ -81,12 +81,12 @@ import numpy as np
 
 from lmr_jax import geometry
 from lmr_jax import smpl as smpl_lib
+from lmr_jax.models import common
 from lmr_jax.models.layers import FeedForward, StackedDense, head_init, linear_init, matmul
-from lmr_jax.models.params import NUM_BETAS, NUM_JOINTS, MeanParams, load_mean_params, smpl_outputs
+from lmr_jax.models.params import NUM_BETAS, NUM_JOINTS, MeanParams, smpl_outputs
 
 PartTable = tuple[tuple[str, tuple[int, ...]], ...]
 DEFAULT_PARTS: PartTable = tuple(smpl_lib.PARTS.items())
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @functools.lru_cache(maxsize=16)
@@ -279,7 +279,7 @@ class HKMRRegressor(nn.Module):
     Attributes:
       mean_params: the starting point (its 6D pose is converted to axis-angle).
       hidden_size: d of every psi and the width of the shape and camera hidden layers.
-      outer_iterations: T.
+      num_iterations: T.
       inner_iterations: P forward-backward cycles per chain and outer iteration.
       hierarchy, previous_only, backward_pass: the ablations.
       dropout: on psi and the hidden layers (training only).
@@ -290,7 +290,7 @@ class HKMRRegressor(nn.Module):
 
     mean_params: MeanParams = MeanParams()
     hidden_size: int = 160
-    outer_iterations: int = 3
+    num_iterations: int = 3
     inner_iterations: int = 4
     hierarchy: bool = True
     previous_only: bool = False
@@ -349,7 +349,7 @@ class HKMRRegressor(nn.Module):
         child_rows = np.flatnonzero(tables["child_mask"])  # real rows of the C * M padded ones
         child_joints = child_index.reshape(-1)[child_rows]
         history = []
-        for _ in range(self.outer_iterations):
+        for _ in range(self.num_iterations):
             root = root_net(root_static, pose[None, ..., root_ids, :], shape[None], train=train)
             pose = pose.at[..., root_ids, :].set(root[0])
             # Children: [beta, theta_root (just updated)] + their own joints, stacked first.
@@ -373,7 +373,7 @@ class HKMR(nn.Module):
     Attributes:
       body_model: the SMPL model (constants, not parameters).
       joint_body_model: `smpl.joint_model(body_model, joint_layout)` (None: the full model).
-      mean_params, hidden_size, outer_iterations, inner_iterations, hierarchy, previous_only,
+      mean_params, hidden_size, num_iterations, inner_iterations, hierarchy, previous_only,
         backward_pass, dropout, parts, head_init, dtype: see HKMRRegressor.
       joint_layout: layout of the `joints3d` / `kp2d` outputs.
     """
@@ -382,7 +382,7 @@ class HKMR(nn.Module):
     joint_body_model: smpl_lib.SMPLModel | None = None
     mean_params: MeanParams = MeanParams()
     hidden_size: int = 160
-    outer_iterations: int = 3
+    num_iterations: int = 3
     inner_iterations: int = 4
     hierarchy: bool = True
     previous_only: bool = False
@@ -400,7 +400,7 @@ class HKMR(nn.Module):
         """[B, T, D] features -> the output dict of params.smpl_outputs (T outer iterations);
         per frame, so its streaming state (`return_state`, see LMR) is empty."""
         del state  # nothing to carry from frame to frame
-        fields = ("mean_params", "hidden_size", "outer_iterations", "inner_iterations",
+        fields = ("mean_params", "hidden_size", "num_iterations", "inner_iterations",
                   "hierarchy", "previous_only", "backward_pass", "dropout", "parts",
                   "head_init", "dtype")  # fmt: skip
         regressor = HKMRRegressor(**{f: getattr(self, f) for f in fields}, name="regressor")
@@ -420,31 +420,21 @@ class HKMR(nn.Module):
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """HKMR's model fields with their defaults (the fields of HKMR, plus the shared ones).
-
-    Fields: name ('hkmr'); hidden_size (d of every psi, width of the shape/camera hidden
-    layers); outer_iterations (T, 3); inner_iterations (P, 4: forward-backward cycles);
-    hierarchy, previous_only, backward_pass (ablations, see the module docstring); dropout;
-    parts (the chain table, root first, as (name, joints) pairs in kinematic order); and the
-    fields every model shares: dtype ('float32' | 'bfloat16' matmuls), mean_params (path of
-    VIBE's smpl_mean_params.npz, '' for the default), joint_layout, head_init ('small' |
-    'zeros'), scan_unroll (kept for the shared config; HKMR has no scan).
+    """HKMR's model fields with their defaults: the shared ones (models.common: name 'hkmr',
+    num_iterations = T outer iterations, 3; dtype, mean_params, joint_layout, head_init) and
+    hidden_size (d of every psi, width of the shape/camera hidden layers); inner_iterations (P,
+    4: forward-backward cycles); hierarchy, previous_only, backward_pass (ablations, see the
+    module docstring); dropout; parts (the chain table, root first, as (name, joints) pairs in
+    kinematic order).
     """
-    config = ml_collections.ConfigDict()
-    config.name = "hkmr"
+    config = common.shared_config("hkmr")
     config.hidden_size = 160
-    config.outer_iterations = 3
     config.inner_iterations = 4
     config.hierarchy = True
     config.previous_only = False
     config.backward_pass = True
     config.dropout = 0.0
     config.parts = DEFAULT_PARTS
-    config.dtype = "float32"
-    config.mean_params = ""
-    config.joint_layout = "vibe49"
-    config.head_init = "small"
-    config.scan_unroll = 1
     return config
 
 
@@ -461,22 +451,13 @@ def _check_chains(parts: dict[str, tuple[int, ...]]) -> None:
 
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError with one clear sentence for a bad HKMR model config."""
-    if config.name != "hkmr":
-        raise ValueError(f"model.name is '{config.name}', expected 'hkmr'.")
-    choices = {"dtype": tuple(_DTYPES), "head_init": ("small", "zeros")}
-    for field, allowed in choices.items():
-        if config[field] not in allowed:
-            raise ValueError(f"model.{field} is '{config[field]}', expected one of {allowed}.")
-    for field in ("hidden_size", "outer_iterations", "inner_iterations", "scan_unroll"):
-        if int(config[field]) < 1:
-            raise ValueError(f"model.{field} is {config[field]}, expected a positive integer.")
-    if not 0.0 <= float(config.dropout) < 1.0:
-        raise ValueError(f"model.dropout is {config.dropout}, expected a rate in [0, 1).")
+    common.check_shared(config, default_config())
+    common.check_positive(config, ("hidden_size", "inner_iterations"))
+    common.check_rate(config, ["dropout"])
     if config.previous_only and not config.hierarchy:
         raise ValueError("model.previous_only is True, but with model.hierarchy=False no joint "
                          "sees another: set model.hierarchy=True or leave it False.")  # fmt: skip
     _check_chains(smpl_lib.validate_parts(dict(config.parts)))
-    smpl_lib.get_layout(config.joint_layout)
 
 
 def build(config: ml_collections.ConfigDict, body_model: smpl_lib.SMPLModel) -> HKMR:
@@ -487,18 +468,12 @@ def build(config: ml_collections.ConfigDict, body_model: smpl_lib.SMPLModel) -> 
     """
     check_config(config)
     return HKMR(
-        body_model=body_model,
-        joint_body_model=smpl_lib.joint_model(body_model, config.joint_layout),
-        mean_params=load_mean_params(config.mean_params),
         hidden_size=int(config.hidden_size),
-        outer_iterations=int(config.outer_iterations),
         inner_iterations=int(config.inner_iterations),
         hierarchy=bool(config.hierarchy),
         previous_only=bool(config.previous_only),
         backward_pass=bool(config.backward_pass),
         dropout=float(config.dropout),
         parts=tuple(smpl_lib.validate_parts(dict(config.parts)).items()),
-        head_init=config.head_init,
-        joint_layout=config.joint_layout,
-        dtype=_DTYPES[config.dtype],
+        **common.shared_kwargs(config, body_model),
     )

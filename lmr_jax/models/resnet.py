@@ -107,7 +107,8 @@ class ResNet(nn.Module):
     for `downsample.0` / `downsample.1`), which torch_weights.load_resnet relies on.
 
     Attributes:
-      stage_sizes: blocks per stage; stage i has width 64 * 2**i and stride 2 from the second on.
+      stage_sizes: blocks per stage; stage i has width `width` * 2**i and stride 2 from the second
+        on.
       block: 'basic' (ResNet-18/34) or 'bottleneck' (ResNet-50 and deeper).
       bn_mode: BatchNorm with `train=True`: 'batch' (batch statistics, running ones updated;
         call apply with mutable=['batch_stats']) or 'frozen' (running statistics, no update).
@@ -115,6 +116,8 @@ class ResNet(nn.Module):
         (None: per-device statistics).
       dtype: compute dtype of the convolutions and normalisation (parameters stay float32, the
         features are returned in float32).
+      width: channels of the stem and of the first stage (torchvision's 64; torch weights load
+        only at 64). Smaller widths make cheap backbones for tests.
     """
 
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -122,11 +125,12 @@ class ResNet(nn.Module):
     bn_mode: str = "batch"
     axis_name: str | None = None
     dtype: Any = jnp.float32
+    width: int = 64
 
     @property
     def num_features(self) -> int:
         """Width of the pooled features (512 for basic blocks, 2048 for bottlenecks, 4 stages)."""
-        return 64 * 2 ** (len(self.stage_sizes) - 1) * _EXPANSION[self.block]
+        return self.width * 2 ** (len(self.stage_sizes) - 1) * _EXPANSION[self.block]
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
@@ -149,13 +153,13 @@ class ResNet(nn.Module):
             dtype=self.dtype,
             axis_name=self.axis_name if batch_stats else None,
         )
-        x = _conv(64, 7, 2, self.dtype, name="conv1")(images)
+        x = _conv(self.width, 7, 2, self.dtype, name="conv1")(images)
         x = nn.relu(norm(name="bn1")(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # -inf padding
         for stage, num_blocks in enumerate(self.stage_sizes):
             for index in range(num_blocks):
                 x = ResidualBlock(
-                    planes=64 * 2**stage,
+                    planes=self.width * 2**stage,
                     stride=2 if stage > 0 and index == 0 else 1,
                     kind=self.block,
                     norm=norm,
@@ -200,7 +204,7 @@ def resnet(depth: int, **attributes) -> ResNet:
 
     Args:
       depth: the depth.
-      **attributes: other ResNet attributes (bn_mode, axis_name, dtype).
+      **attributes: other ResNet attributes (bn_mode, axis_name, dtype, width).
 
     Returns:
       The module (ResNet18 / ResNet34 / ResNet50 for those depths).

@@ -32,10 +32,10 @@ MEAN_CAM = np.array([0.9, 0.0, 0.0])
 TOLERANCE = dict(atol=2e-5, rtol=2e-5)
 
 VARIANTS = {
-    "full": dict(outer_iterations=2, inner_iterations=2),
-    "no_hierarchy": dict(outer_iterations=1, inner_iterations=2, hierarchy=False),
-    "previous_only": dict(outer_iterations=1, inner_iterations=2, previous_only=True),
-    "forward_only": dict(outer_iterations=1, inner_iterations=2, backward_pass=False),
+    "full": dict(num_iterations=2, inner_iterations=2),
+    "no_hierarchy": dict(num_iterations=1, inner_iterations=2, hierarchy=False),
+    "previous_only": dict(num_iterations=1, inner_iterations=2, previous_only=True),
+    "forward_only": dict(num_iterations=1, inner_iterations=2, backward_pass=False),
 }
 
 
@@ -103,7 +103,7 @@ def reference_hkmr(params, phi, options):
     pose = np.broadcast_to(MEAN_POSE, (B, F, 24, 3)).copy()
     beta = np.zeros((B, F, 10))
     history = []
-    for _ in range(options["outer_iterations"]):
+    for _ in range(options["num_iterations"]):
         pose[:, :, ROOT] = _chain(p["root"], 0, phi, beta, pose[:, :, ROOT], options)
         condition = np.concatenate([beta, pose[:, :, ROOT].reshape(B, F, -1)], axis=-1)
         new = [_chain(p["children"], c, phi, condition, pose[:, :, list(joints)], options)
@@ -175,7 +175,7 @@ def test_matches_naive_reference(compiled, name):
     apply, params = models[name]
     poses, betas, cams = apply(params, phi)
     expected = reference_hkmr(params, np.asarray(phi, np.float64), VARIANTS[name])
-    assert poses.shape == (VARIANTS[name]["outer_iterations"], B, F, 24, 3)
+    assert poses.shape == (VARIANTS[name]["num_iterations"], B, F, 24, 3)
     for t, (pose, beta, cam) in enumerate(expected):
         np.testing.assert_allclose(poses[t], pose, **TOLERANCE, err_msg=f"pose, iteration {t}")
         np.testing.assert_allclose(betas[t], beta, **TOLERANCE, err_msg=f"betas, iteration {t}")
@@ -211,7 +211,7 @@ def test_backward_order_starts_at_each_chains_last_joint():
 def test_outputs_match_hmrs():
     """The full model's output dict: the keys and shapes every model returns (HMR's), and
     one entry per outer iteration in `iterations`, as the losses read them."""
-    model = hkmr.build(_small_config(outer_iterations=3), body_model())
+    model = hkmr.build(_small_config(num_iterations=3), body_model())
     outputs, _ = jax.eval_shape(model.init_with_output, key(0), features())
     assert set(outputs) == {*OUTPUT_SHAPES, "iterations"}
     for name, shape in OUTPUT_SHAPES.items():
@@ -250,4 +250,4 @@ def test_check_config_names_the_field(overrides, message):
 def test_default_config_is_valid():
     config = hkmr.default_config()
     hkmr.check_config(config)
-    assert (config.name, config.outer_iterations, config.inner_iterations) == ("hkmr", 3, 4)
+    assert (config.name, config.num_iterations, config.inner_iterations) == ("hkmr", 3, 4)
