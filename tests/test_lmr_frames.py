@@ -92,19 +92,26 @@ def test_variants():
     assert cpu.data.train.synthetic.name == "synthetic_motion/frames"
 
 
-@pytest.mark.slow  # ~85 s on a contended 2-core CPU: init and the step's compile
-def test_smoke_run_trains_from_pixels_under_pmap(frames_dir, tmp_path):
+@pytest.mark.slow  # init and the step's compile (~50 s on 2 cores)
+def test_smoke_run_trains_from_pixels_under_pmap(frames_dir, tmp_path, monkeypatch):
     config = _experiment().get_config("smoke")
     config.data.data_dir = frames_dir
     config.train.checkpoint_every = 0
+    config.eval.split = ""  # evaluation from pixels: FromPixels' tests and the pipeline's above
+    initial = []  # the initial parameters, copied to the host before the donated step runs
+    init_state = train.init_state
+
+    def recording_init_state(*args, **kwargs):
+        state = init_state(*args, **kwargs)
+        initial.append(jax.device_get(state.params))
+        return state
+
+    monkeypatch.setattr(train, "init_state", recording_init_state)
     result = train.train(config, str(tmp_path))
     assert jax.local_device_count() == 8 and config.train.batch_size == 8  # 1 window a device
     assert int(result.state.step) == 2 and np.isfinite(result.last_metrics["loss"])
     assert result.last_metrics["finite"] == 1.0
-    from lmr_jax import optim
-
-    optimizer = optim.make_optimizer(config.optim, config.train.num_steps)
-    start = train.init_state(config, result.model, optimizer, (1, 8, 64, 64, 3)).params
+    (start,) = initial
     for part in ("backbone", "inner"):  # the fine-tuned backbone trains too
         moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()),
                              start[part], result.state.params[part])  # fmt: skip
