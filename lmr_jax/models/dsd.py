@@ -275,16 +275,24 @@ class DSD(nn.Module):
         the output dict of params.smpl_outputs with `skeleton2d` and `bilinear`; per frame,
         so its streaming state is empty."""
         del state
-        regressor = dsd_regressor(self)
-        if train and self.use_gt_2d and kp2d is not None:
-            predicted = regressor(features)["skeleton2d"]
-            out = regressor(features, gt_skeleton(predicted, kp2d, self.joint_layout))
-            out["skeleton2d"] = predicted
-        else:
-            out = regressor(features)
+        out = dsd_forward(self, features, train=train, kp2d=kp2d)
         outputs = {**body_outputs(self, out), "skeleton2d": out["skeleton2d"],
                    "bilinear": out["bilinear"]}  # fmt: skip
         return (outputs, ()) if return_state else outputs
+
+
+def dsd_forward(module: nn.Module, features: jnp.ndarray, *, train: bool, kp2d=None) -> dict:
+    """DSDRegressor 'dsd' (from `module`'s attributes) on [B, T, D] features; with
+    `module.use_gt_2d` in training and labels `kp2d` given, the labelled joints feed the
+    bilinear map (`gt_skeleton`) while `skeleton2d` stays the prediction. Call it from inside
+    `module`'s compact __call__ (DSD, SATN)."""
+    regressor = dsd_regressor(module)
+    out = regressor(features)
+    if train and module.use_gt_2d and kp2d is not None:
+        skeleton = gt_skeleton(out["skeleton2d"], kp2d, module.joint_layout)
+        # The same layers again (shared parameters): XLA computes the branches once.
+        out = {**regressor(features, skeleton), "skeleton2d": out["skeleton2d"]}
+    return out
 
 
 def dsd_regressor(module: nn.Module) -> DSDRegressor:
