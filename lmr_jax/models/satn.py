@@ -286,12 +286,10 @@ class SATN(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, features: jnp.ndarray, *, train: bool = False, kp2d=None, state=None,
-                 return_state=False, permutation=None):  # fmt: skip
-        """[B, T, D] features -> params.smpl_outputs of every frame's centre-frame prediction,
-        with `skeleton2d`, `bilinear`, `sort_positions`, `sort_targets` ([B, T, 9]).
-        `permutation` [B * T, 9]: a given shuffle (tests)."""
-        del state
+    def temporal(self, features: jnp.ndarray, *, train: bool = False, kp2d=None,
+                 permutation=None) -> dict:  # fmt: skip
+        """Everything before the body model: DSD's {'skeleton2d', 'bilinear'} and SATN's
+        {'params' [B, T, 85] residuals, 'sort_positions', 'sort_targets'} ([B, T, 9])."""
         frame = dsd.dsd_forward(self, features, train=train, kp2d=kp2d)
         frame = {k: frame[k] for k in ("skeleton2d", "bilinear")}
         if not self.finetune_dsd:
@@ -299,9 +297,17 @@ class SATN(nn.Module):
         core = SATNCore(**{f: getattr(self, f) for f in CORE_FIELDS}, name="satn")
         out = over_sequence(core, frame["bilinear"], self.frame_step, train=train,
                             permutation=permutation)  # fmt: skip
-        outputs = dsd.body_outputs(self, dsd.residual_params(self.mean_params, out["params"]))
-        outputs.update(frame, sort_positions=out["sort_positions"],
-                       sort_targets=out["sort_targets"])  # fmt: skip
+        return {**frame, **out}
+
+    def __call__(self, features: jnp.ndarray, *, train: bool = False, kp2d=None, state=None,
+                 return_state=False, permutation=None):  # fmt: skip
+        """[B, T, D] features -> params.smpl_outputs of every frame's centre-frame prediction,
+        with `skeleton2d`, `bilinear`, `sort_positions`, `sort_targets` ([B, T, 9]).
+        `permutation` [B * T, 9]: a given shuffle (tests)."""
+        del state
+        out = self.temporal(features, train=train, kp2d=kp2d, permutation=permutation)
+        outputs = dsd.body_outputs(self, dsd.residual_params(self.mean_params, out.pop("params")))
+        outputs.update(out)
         return (outputs, ()) if return_state else outputs
 
 
