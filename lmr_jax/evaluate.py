@@ -39,7 +39,11 @@ The acceleration error (`compute_error_accel`) is the second difference of the p
 sequence of pelvis-centred joints against the ground truth's, per video (VIBE concatenates every
 window of the test set and so also differentiates across video boundaries; we never do), at the
 scored interior frames (TCMR drops a video's first and last frame, and differentiates across
-frames removed by `valid`, as its code does).
+frames removed by `valid`, as its code does). 'MPJVE' (mm/frame) and 'MPJAE' (mm/frame^2) are
+DSD-SATN's velocity and acceleration errors (metrics.velocity_error, accel_error) on the same
+pelvis-centred joints of the same sequence: MPJVE's value at a frame is that of the difference
+from the frame before it (NaN at a video's first frame), MPJAE is Accel (the same function;
+the paper's mm/s and mm/s^2 are these times fps and fps^2).
 
 Per-frame errors run through one jitted function on chunks of `CHUNK` frames, so videos of any
 length share one compiled program.
@@ -62,7 +66,7 @@ from lmr_jax import geometry, metrics, smpl
 from lmr_jax.runner import run_windows  # also lmr_jax.evaluate.run_windows, as before
 from lmr_jax.smpl import COMMON14_PELVIS, VIBE49_TO_COMMON14
 
-METRICS = ("MPJPE", "PA-MPJPE", "PVE", "PVE-centred", "Accel")
+METRICS = ("MPJPE", "PA-MPJPE", "PVE", "PVE-centred", "Accel", "MPJVE", "MPJAE")
 # TCMR's MPI-INF-3DHP test joints as vibe49 entries: head top, neck, right shoulder, elbow,
 # wrist, left shoulder, elbow, wrist, right hip, knee, ankle, left hip, knee, ankle, pelvis
 # (MPII), spine (H36M), head (H36M).
@@ -224,8 +228,8 @@ def video_errors(
       joints: the joint set (see the module docstring and `EVAL_JOINTS`).
 
     Returns:
-      {'MPJPE', 'PA-MPJPE', 'PVE', 'PVE-centred', 'Accel'}: [N] arrays (Accel NaN at the first
-      and last frame).
+      {'MPJPE', 'PA-MPJPE', 'PVE', 'PVE-centred', 'Accel', 'MPJVE', 'MPJAE'}: [N] arrays
+      (Accel and MPJAE NaN at the first and last frame, MPJVE at the first).
     """
     selection = get_eval_joints(joints)
     slots = np.asarray(selection.gt_slots)
@@ -258,8 +262,11 @@ def video_errors(
     accel, _ = metrics.accel_error_videos(centre(pred_joints), centre(inputs["gt"]),
                                           np.zeros(n, np.int64), valid)  # fmt: skip
     accel = np.concatenate([[np.nan], accel, [np.nan]]) if len(accel) else np.full(n, np.nan)
+    velocity, _ = metrics.velocity_error_videos(centre(pred_joints), centre(inputs["gt"]),
+                                                np.zeros(n, np.int64), valid)  # fmt: skip
+    velocity = np.concatenate([[np.nan], velocity]) if len(velocity) else np.full(n, np.nan)
     return {"MPJPE": mpjpe, "PA-MPJPE": pa_mpjpe, "PVE": pve, "PVE-centred": centred,
-            "Accel": accel}  # fmt: skip
+            "Accel": accel, "MPJVE": velocity, "MPJAE": accel.copy()}  # fmt: skip
 
 
 def _padded(array: np.ndarray, size: int) -> np.ndarray:
@@ -360,12 +367,13 @@ def evaluate_videos(
 
 def results_table(runs: dict[str, dict]) -> str:
     """The markdown table of several runs' results (label -> `evaluate_videos` results): the
-    metrics, the number of scored frames and, when every run carries one ('params'), the
-    model's parameter count."""
+    metrics (MPJVE in mm/frame, MPJAE in mm/frame^2), the number of scored frames and, when
+    every run carries one ('params'), the model's parameter count."""
     rows = {label: {**r["overall"], "Frames": r["frames"], "Params": r.get("params")}
             for label, r in runs.items()}  # fmt: skip
     with_params = all(row["Params"] is not None for row in rows.values())
-    columns = (*metrics.TABLE_COLUMNS, "Frames", *(("Params",) if with_params else ()))
+    columns = (*metrics.TABLE_COLUMNS, *metrics.MOTION_COLUMNS, "Frames",
+               *(("Params",) if with_params else ()))  # fmt: skip
     return metrics.format_table(rows, columns)
 
 

@@ -29,8 +29,9 @@ Presets (`preset`) fill every field left at None (`ml_collections` placeholders,
 | `vibe` | mse / mse | 300 | 300 | 60 | 0.06 | - | no |
 | `lmr_paper` | euclidean / l1 | 600 | 900 | - | - | 60 | yes |
 | `synthetic` | l1 / l1 | 300 | 300 | 60 | 0.06 | - | yes |
+| `dsd_paper` | mse / l1 | 10 | 60 | 20 | 0.02 | - | yes |
 
-All three supervise the last iteration only and use the 14 common joints for L_3D.
+All four supervise the last iteration only and use the 14 common joints for L_3D.
 
 `vibe` is VIBE's loss exactly (configs/config.yaml: KP_2D_W 300, KP_3D_W 300, POSE_W 60,
 SHAPE_W 0.06; lib/core/loss.py: MSE everywhere, 3D on joints 25..38 centred on their mid-hips,
@@ -40,6 +41,12 @@ over coordinates, so the weights carry those factors; the paper publishes no wei
 VIBE's (the setting the paper says it follows: 300 for both keypoint terms, hence 900 and 600)
 and VIBE's pose weight 60 for the single L_smpl. `synthetic` is the default of the synthetic
 experiments (L1 terms with VIBE's weights, what every earlier synthetic run used).
+`dsd_paper` is DSD-SATN's eq. 5 (sec. 4.2: w_pm 20, w_3d 60, w_2d 10): L_pm is L2 on the
+rotation matrices ('mse'); the paper's L_2d is L1 and its L_3d L2, but one `keypoint_norm`
+serves both here, so both are L1; the paper names only theta in L_pm, so the shape weight is
+VIBE's pose-to-shape ratio (60 : 0.06) applied to 20; its w_r 0.6 adversarial term needs a pose
+discriminator, which the project does not have. The DSD/SATN skeleton and sort terms are the
+models' own (models.dsd / models.satn `extra_losses`).
 
 The total is sum_k w_k * term_k (eq. 5); terms are returned unweighted. With `all_iterations`
 each term is summed over the V refinement iterations: the body model then also runs on the V - 1
@@ -71,6 +78,9 @@ PRESETS = {
                       all_iterations=False, kp3d_joints="common14"),
     "synthetic": dict(param_norm="l1", keypoint_norm="l1", w_2d=300.0, w_3d=300.0, w_pose=60.0,
                       w_shape=0.06, w_smpl=0.0, kp3d_confidence=True, all_iterations=False,
+                      kp3d_joints="common14"),
+    "dsd_paper": dict(param_norm="mse", keypoint_norm="l1", w_2d=10.0, w_3d=60.0, w_pose=20.0,
+                      w_shape=0.02, w_smpl=0.0, kp3d_confidence=True, all_iterations=False,
                       kp3d_joints="common14"),
 }  # fmt: skip
 

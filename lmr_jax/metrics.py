@@ -1,8 +1,20 @@
-"""Evaluation metrics: MPJPE, PA-MPJPE, PVE, acceleration error, and their aggregation into tables.
+"""Evaluation metrics: MPJPE, PA-MPJPE, PVE, acceleration error, MPJVE / MPJAE, and tables.
 
 Inputs are in metres; every metric is reported in millimetres (acceleration in mm/frame^2, as VIBE
-reports it). The per-frame functions are `jnp`, batched over any leading shape and jit-able;
-`accel_error_videos`, `summarize` and `format_table` are host-side numpy helpers.
+reports it).
+
+MPJVE and MPJAE (DSD-SATN's Tables 4-5, mean per-joint velocity and acceleration errors): the
+first (velocity) and second (acceleration) differences of the joint positions inside each video,
+the norm of prediction minus ground truth per joint, averaged over joints and frames, in
+mm/frame and mm/frame^2. The paper reports them in mm/s and mm/s^2, i.e. times the frame rate
+(times its square), which our data do not carry; multiply by fps (fps^2) to compare. MPJAE is
+exactly VIBE's acceleration error (`accel_error`, VIBE's `compute_error_accel`: the mean over
+joints of the norm of the second differences' difference): both are computed by the same
+function, so 'MPJAE' equals 'Accel'.
+
+The per-frame functions are `jnp`, batched over any leading shape and jit-able;
+`accel_error_videos`, `velocity_error_videos`, `summarize` and `format_table` are host-side
+numpy helpers.
 
 Masking convention: a per-frame metric is NaN for a frame whose weights are all zero (or whose
 acceleration window touches an invalid frame). `summarize` averages with NaNs ignored, so masked
@@ -22,7 +34,10 @@ __all__ = [
     "COMMON14_PELVIS",
     "accel_error",
     "accel_error_videos",
+    "velocity_error",
+    "velocity_error_videos",
     "center_on_pelvis",
+    "MOTION_COLUMNS",
     "TABLE_COLUMNS",
     "format_params",
     "format_table",
@@ -148,16 +163,80 @@ def pve(
     return jnp.mean(jnp.linalg.norm(pred_verts - gt_verts, axis=-1), axis=-1) * _M_TO_MM
 
 
-def _accel_error(pred, gt, valid, xp):
-    """Shared body of the acceleration errors; `xp` is `jnp` or `np` (same API for these ops)."""
-    accel_pred = pred[..., :-2, :, :] - 2 * pred[..., 1:-1, :, :] + pred[..., 2:, :, :]
-    accel_gt = gt[..., :-2, :, :] - 2 * gt[..., 1:-1, :, :] + gt[..., 2:, :, :]
-    errors = xp.mean(xp.linalg.norm(accel_pred - accel_gt, axis=-1), axis=-1) * _M_TO_MM
+def _difference_error(pred, gt, valid, order, xp):
+    """Shared body of the velocity (`order` 1) and acceleration (2) errors; `xp` is `jnp` or
+    `np` (same API for these ops): per-frame [..., T - order] mean over joints of the norm of
+    the finite differences' difference, in mm (per frame^order)."""
+    n = pred.shape[-3]
+
+    def diff(x):
+        if order == 1:
+            return x[..., 1:, :, :] - x[..., :-1, :, :]
+        return x[..., :-2, :, :] - 2 * x[..., 1:-1, :, :] + x[..., 2:, :, :]
+
+    errors = xp.mean(xp.linalg.norm(diff(pred) - diff(gt), axis=-1), axis=-1) * _M_TO_MM
     if valid is None:
         return errors
     valid = xp.asarray(valid, dtype=bool)
-    window_valid = valid[..., :-2] & valid[..., 1:-1] & valid[..., 2:]
+    window_valid = valid[..., : n - order]
+    for k in range(1, order + 1):
+        window_valid = window_valid & valid[..., k : n - order + k]
     return xp.where(window_valid, errors, xp.nan)
+
+
+def _accel_error(pred, gt, valid, xp):
+    """Shared body of the acceleration errors; `xp` is `jnp` or `np`."""
+    return _difference_error(pred, gt, valid, 2, xp)
+
+
+def velocity_error(
+    pred: jnp.ndarray, gt: jnp.ndarray, valid: jnp.ndarray | None = None
+) -> jnp.ndarray:
+    """Velocity error (MPJVE) in mm/frame of one contiguous sequence.
+
+    For each t >= 1 the first differences x[t] - x[t-1] of prediction and ground truth are
+    compared; the error is the norm of their difference, averaged over joints.
+
+    Args:
+        pred: predicted joints in metres, `[..., T, J, 3]`.
+        gt: ground-truth joints in metres, `[..., T, J, 3]`.
+        valid: optional frame validity, `[..., T]` bool; entry t counts only when frames t-1
+            and t are both valid; others are NaN.
+
+    Returns:
+        Per-frame error, `[..., T-1]`, entry i belonging to frame i + 1.
+    """
+    return _difference_error(pred, gt, valid, 1, jnp)
+
+
+def velocity_error_videos(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    video_ids: np.ndarray,
+    valid: np.ndarray | None = None,
+) -> tuple[np.ndarray, float]:
+    """Velocity error (MPJVE, mm/frame) over concatenated videos, never across a video
+    boundary: as `accel_error_videos` with first differences (entry i belongs to the pair of
+    frames i, i + 1 of one video)."""
+    return _videos_error(pred, gt, video_ids, valid, 1)
+
+
+def _videos_error(pred, gt, video_ids, valid, order):
+    pred = np.asarray(pred, dtype=np.float64)
+    gt = np.asarray(gt, dtype=np.float64)
+    video_ids = np.asarray(video_ids)
+    if len(video_ids) <= order:
+        return np.zeros((0,), np.float64), math.nan
+    errors = _difference_error(pred, gt, valid, order, np)
+    n = len(video_ids)
+    # A difference is kept only when its order + 1 frames all belong to one video.
+    same_video = np.ones(n - order, bool)
+    for k in range(1, order + 1):
+        same_video &= video_ids[k : n - order + k] == video_ids[: n - order]
+    errors = errors[same_video]
+    finite = errors[~np.isnan(errors)]
+    mean = float(finite.mean()) if finite.size else math.nan
+    return errors, mean
 
 
 def accel_error(
@@ -202,17 +281,7 @@ def accel_error_videos(
         (per-frame errors in mm/frame^2, NaN where invalid, concatenated over videos;
         their mean over valid entries, NaN if there is none).
     """
-    pred = np.asarray(pred, dtype=np.float64)
-    gt = np.asarray(gt, dtype=np.float64)
-    video_ids = np.asarray(video_ids)
-    if len(video_ids) < 3:
-        return np.zeros((0,), np.float64), math.nan
-    errors = _accel_error(pred, gt, valid, np)
-    same_video = (video_ids[:-2] == video_ids[1:-1]) & (video_ids[1:-1] == video_ids[2:])
-    errors = errors[same_video]
-    finite = errors[~np.isnan(errors)]
-    mean = float(finite.mean()) if finite.size else math.nan
-    return errors, mean
+    return _videos_error(pred, gt, video_ids, valid, 2)
 
 
 def summarize(per_frame: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -238,6 +307,8 @@ def summarize(per_frame: Mapping[str, np.ndarray]) -> dict[str, float]:
 
 
 TABLE_COLUMNS = ("MPJPE", "PA-MPJPE", "PVE", "Accel")
+# MPJVE (mm/frame) and MPJAE (mm/frame^2, equal to Accel) of DSD-SATN's Tables 4-5.
+MOTION_COLUMNS = ("MPJVE", "MPJAE")
 
 
 def format_params(count: int) -> str:

@@ -92,7 +92,7 @@ def test_tcmr_centres_a_window_on_every_frame_and_repeats_edge_frames():
 def test_a_perfect_prediction_has_zero_error(body_model):
     video = make_video(body_model, 20)
     results = evaluate.evaluate_videos(oracle(video), [video], body_model, window=8)
-    for metric in ("MPJPE", "PA-MPJPE", "PVE", "PVE-centred", "Accel"):
+    for metric in ("MPJPE", "PA-MPJPE", "PVE", "PVE-centred", "Accel", "MPJVE", "MPJAE"):
         assert results["overall"][metric] == pytest.approx(0.0, abs=1e-3), metric
     assert results["frames"] == 16  # two full windows of 8: VIBE leaves out the last 4
     tcmr = evaluate.evaluate_videos(oracle(video), [video], body_model, 8, protocol="tcmr")
@@ -144,16 +144,23 @@ def test_acceleration_error_through_evaluate_videos_never_spans_two_videos(body_
     results = evaluate.evaluate_videos(apply, [first, second], body_model, window=4)
     # The naive per-video second differences of the 12 scored (full-window) frames, on the
     # mid-hips-centred 14 common joints.
-    errors = []
+    errors, velocities = [], {}
     for video in (first, second):
         gt = video["kp3d"][:12, 25:39, :3].astype(np.float64)
         gt = gt - gt[:, 2:4].mean(1, keepdims=True)
         accel = lambda j: j[:-2] - 2 * j[1:-1] + j[2:]
         errors.append(np.linalg.norm(accel(1.2 * gt) - accel(gt), axis=-1).mean(-1))
+        velocity = lambda j: j[1:] - j[:-1]
+        velocities[video["vid_name"]] = (
+            1000 * np.linalg.norm(velocity(1.2 * gt) - velocity(gt), axis=-1).mean(-1).mean()
+        )
     want = 1000 * np.concatenate(errors).mean()
     assert want > 1.0  # the prediction differs from the ground truth
     assert results["overall"]["Accel"] == pytest.approx(want, rel=1e-4)
+    assert results["overall"]["MPJAE"] == results["overall"]["Accel"]  # VIBE's accel error
     assert set(results["videos"]) == {"a", "b"}
+    for name, velocity_error in velocities.items():  # per video, mm/frame
+        assert results["videos"][name]["MPJVE"] == pytest.approx(velocity_error, rel=1e-4)
 
 
 def test_write_results(tmp_path, body_model):
@@ -162,7 +169,7 @@ def test_write_results(tmp_path, body_model):
     table = evaluate.write_results(results, str(tmp_path), "test", "lmr")
     assert "| lmr |" in table and (tmp_path / "eval" / "test.json").exists()
     assert (tmp_path / "eval" / "test.md").read_text().startswith("|")
-    assert table.splitlines()[0].endswith("| Accel | Frames |")  # no parameter count given
+    assert table.splitlines()[0].endswith("| Accel | MPJVE | MPJAE | Frames |")  # no params
     assert table.splitlines()[2].endswith("| 4 |")  # one full window of 4 scored
     table = evaluate.results_table({"lmr": {**results, "params": 29_612_345},
                                     "hmr": {**results, "params": 950}})  # fmt: skip

@@ -219,3 +219,50 @@ def test_format_table():
     )
     assert metrics.format_table(rows) == expected
     assert metrics.format_table(rows, columns=("PVE",)).splitlines()[2] == "| LMR | 90.0 |"
+
+
+def _naive_motion_errors(pred, gt, ids, valid, order):
+    """MPJVE (order 1) / MPJAE (order 2) by loops: per frame t of one video with its order + 1
+    frames valid, the mean over joints of |d pred - d gt| in mm, d the finite difference."""
+    coeffs = {1: (-1.0, 1.0), 2: (1.0, -2.0, 1.0)}[order]
+    errors = []
+    for t in range(len(ids) - order):
+        frames = range(t, t + order + 1)
+        if any(ids[f] != ids[t] for f in frames) or not all(valid[f] for f in frames):
+            continue
+        per_joint = []
+        for j in range(pred.shape[1]):
+            d = sum(c * (pred[f, j] - gt[f, j]) for c, f in zip(coeffs, frames, strict=True))
+            per_joint.append(1000.0 * math.sqrt(sum(x * x for x in d)))
+        errors.append(sum(per_joint) / len(per_joint))
+    return errors
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_mpjve_and_mpjae_match_a_naive_loop_inside_each_video(order):
+    rng = np.random.default_rng(order)
+    pred, gt = rng.normal(size=(2, 11, 4, 3)) * 0.05
+    ids = np.array([0] * 5 + [1] * 2 + [2] * 4)  # three videos: no difference spans two
+    valid = np.ones(11, bool)
+    valid[9] = False
+    fn = metrics.velocity_error_videos if order == 1 else metrics.accel_error_videos
+    errors, mean = fn(pred, gt, ids, valid)
+    want = _naive_motion_errors(pred, gt, ids, valid, order)
+    finite = errors[~np.isnan(errors)]
+    np.testing.assert_allclose(finite, want, rtol=1e-9)
+    assert mean == pytest.approx(np.mean(want), rel=1e-9)
+    # One video, jnp: the per-frame function gives the same values (units mm/frame^order).
+    one = (metrics.velocity_error if order == 1 else metrics.accel_error)(pred[:5], gt[:5])
+    np.testing.assert_allclose(one, _naive_motion_errors(pred[:5], gt[:5], ids[:5],
+                                                         valid[:5], order), rtol=1e-5)  # fmt: skip
+
+
+def test_mpjve_of_a_known_velocity_offset():
+    gt = np.zeros((4, 2, 3))
+    pred = gt.copy()
+    pred[:, :, 0] = 0.002 * np.arange(4)[:, None]  # 2 mm/frame faster than the ground truth
+    errors, mean = metrics.velocity_error_videos(pred, gt, np.zeros(4))
+    np.testing.assert_allclose(errors, [2.0, 2.0, 2.0])
+    assert mean == pytest.approx(2.0)
+    _, accel = metrics.accel_error_videos(pred, gt, np.zeros(4))
+    assert accel == pytest.approx(0.0)  # constant velocity: no acceleration error
