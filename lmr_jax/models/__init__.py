@@ -1,4 +1,5 @@
-"""Models and their registry: LMR (and its ablations), the VIBE-style and per-frame HMR baselines.
+"""Models and their registry: LMR (and its ablations), the VIBE-style and per-frame HMR baselines,
+HKMR (models/hkmr.py), DSD and SATN (models/dsd.py, models/satn.py).
 
 Each system lives in its own file, `lmr_jax/models/<system>.py`, with its Flax module(s) AND its
 config: `default_config()` (its fields with their defaults; the fields every system shares come
@@ -36,7 +37,7 @@ import ml_collections
 import numpy as np
 
 from lmr_jax import smpl as smpl_lib
-from lmr_jax.models import common, hkmr, hmr, lmr, vibe
+from lmr_jax.models import common, dsd, hkmr, hmr, lmr, satn, vibe
 from lmr_jax.models.hmr import HMR, HMRRegressor
 from lmr_jax.models.layers import FeedForward, StackedDense
 from lmr_jax.models.lmr import LMR, PartRecurrences, SingleRecurrence
@@ -50,6 +51,8 @@ SYSTEMS: dict[str, types.ModuleType] = {
     "vibe": vibe,
     "hmr": hmr,
     "hkmr": hkmr,
+    "dsd": dsd,
+    "satn": satn,
 }
 MODEL_NAMES = tuple(SYSTEMS)  # the names as registered at import
 # A field every system may have: a ResNet that turns frames into the system's features
