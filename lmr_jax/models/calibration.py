@@ -287,11 +287,10 @@ def initial_weights(
     weights = np.asarray(body_model.weights, np.float64)
     a0 = weights @ skeleton.skinning_to_bones()
     a0 = a0 / a0.sum(axis=-1, keepdims=True)
-    vertices = np.asarray(body_model.v_template, np.float64)
-    joints = smpl_lib.layout_joints(
-        body_model, body_model.v_template, body_model.J_template, skeleton.layout
+    vertices, joints = (
+        np.asarray(x, np.float64) for x in template_source(body_model, skeleton, True)
     )
-    parent, child = _bone_ends(np.asarray(joints, np.float64), skeleton.bones)
+    parent, child = _bone_ends(joints, skeleton.bones)
     axis = np.asarray(child - parent)  # [n, 3]
     along = np.einsum("vnc,nc->vn", vertices[:, None] - np.asarray(parent)[None], axis)
     w0 = np.clip(along / np.maximum(np.sum(axis * axis, -1), _MIN_BONE_SQ), 0.0, 1.0)
@@ -313,11 +312,12 @@ def template_source(
       vertices [V, 3] and joints [J, 3] of the skeleton's layout.
     """
     skeleton = get_skeleton(skeleton)
-    pose6d, betas, _ = params_lib.MeanParams().initial(())
-    rotmats = geometry.rot6d_to_matrix(pose6d)
     if rest:
-        rotmats = jnp.broadcast_to(jnp.eye(3), rotmats.shape)
-    vertices, joints = smpl_lib.forward(body_model, betas, rotmats)
+        vertices, joints = body_model.v_template, body_model.J_template
+    else:
+        pose6d, betas, _ = params_lib.MeanParams().initial(())
+        rotmats = geometry.rot6d_to_matrix(pose6d)
+        vertices, joints = smpl_lib.forward(body_model, betas, rotmats)
     return vertices, smpl_lib.layout_joints(body_model, vertices, joints, skeleton.layout)
 
 
@@ -338,15 +338,17 @@ class Calibration(nn.Module):
     nonrigid: bool = True
     a_floor: float = _A_FLOOR
 
+    def setup(self):
+        init_logits = lambda _: jnp.log(jnp.maximum(jnp.asarray(self.init_a), self.a_floor))
+        self.a_logits = self.param("a_logits", init_logits)
+        if self.nonrigid:
+            self.w = self.param("w", lambda _: jnp.asarray(self.init_w, jnp.float32))
+
     def weights(self) -> tuple[jnp.ndarray, jnp.ndarray]:
         """The current (W, A), A normalised by a softmax over its logits."""
-        init_logits = lambda _: jnp.log(jnp.maximum(jnp.asarray(self.init_a), self.a_floor))
-        a = nn.softmax(self.param("a_logits", init_logits), axis=-1)
-        if not self.nonrigid:
-            return jnp.zeros_like(a), a
-        return self.param("w", lambda _: jnp.asarray(self.init_w, jnp.float32)), a
+        a = nn.softmax(self.a_logits, axis=-1)
+        return (self.w if self.nonrigid else jnp.zeros_like(a)), a
 
-    @nn.compact
     def __call__(
         self, vertices: jnp.ndarray, joints_src: jnp.ndarray, joints_tgt: jnp.ndarray
     ) -> jnp.ndarray:
