@@ -16,6 +16,13 @@ bone), A's logits floored at 1e-3 instead of 1e-6, SMPL's 23 bones instead of Hu
 the template mesh instead of the regressed one ("PC-Template") and a noisy target.
 Runs in seconds on a CPU; it also prints the calibration's FLOPs per frame, analytic and as
 XLA's cost analysis counts them.
+
+Measured (defaults: 24 frames, pose noise 0.2 rad, shape noise 0.5; PVE / MPJPE in mm):
+regressed mesh 142.4 / 144.2; the initialisation (A0, W0) 18.6 / 0.9; W = 0 19.8 / 4.1;
+W = 1 19.4 / 3.8; W = A0 19.2 / 2.9; uniform A 140.4 / 135.2; one-hot A 20.4 / 0.8; A0
+floored at 1e-3 18.9 / 2.6; PC-Template 88.4 / 1.9; target + 20 mm noise 36.9 / 30.8; SMPL's
+23 bones 18.9 / 3.8. FLOPs per frame (6890 vertices, 16 bones): analytic 3,563,090, XLA
+3,592,074.
 """
 
 from __future__ import annotations

@@ -33,7 +33,9 @@ Choices where the paper is silent:
   untrained module stretches every bone to its target length without tearing at the joints
   (a vertex at the child joint lands where the next bone, anchored at the target child, puts
   it). experiments/benchmarks/calibration_init.py compares it with W = 0, W = 1, W = A0 and
-  a uniform A.
+  a uniform A: on 24 synthetic frames whose regressed meshes are 142 mm PVE off, the
+  untrained module gives 18.6 mm (W = 0: 19.8, W = 1: 19.4, uniform A: 140.4), and puts the
+  H36M joints within 0.9 mm of their targets (W = 0: 4.1 mm).
 * Safe rotation (eq. 6-7): the angle is atan2(|u x v|, u . v) of the unit bone directions
   (equal to eq. 6's arccos, without arccos' infinite slope at +-1), the rotation vector goes
   through `geometry.axis_angle_to_matrix` (eq. 7). Near-parallel bones use the Taylor series
