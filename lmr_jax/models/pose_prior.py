@@ -252,8 +252,20 @@ class PosePrior:
         return kl_to_prior(self.params["encoder"], pose69)
 
 
-def _prior_dir(workdir: str) -> str:
+def prior_dir(workdir: str) -> str:
+    """WORKDIR/pose_prior, where `train_pose_prior` saves the prior."""
     return os.path.join(os.path.abspath(workdir), "pose_prior")
+
+
+_prior_dir = prior_dir
+
+
+def has_pose_prior(workdir: str) -> bool:
+    """Whether `workdir` holds a saved prior (its config.json and params folder)."""
+    folder = prior_dir(workdir)
+    return os.path.isfile(os.path.join(folder, "config.json")) and os.path.isdir(
+        os.path.join(folder, "params")
+    )
 
 
 def train_pose_prior(
@@ -318,7 +330,7 @@ def load_pose_prior(workdir: str) -> PosePrior:
     """
     folder = _prior_dir(workdir)
     config_path = os.path.join(folder, "config.json")
-    if not os.path.isfile(config_path) or not os.path.isdir(os.path.join(folder, "params")):
+    if not has_pose_prior(workdir):
         raise ValueError(f"'{workdir}' holds no pose prior (expected {folder}/params and "
                          "config.json, written by lmr_jax.models.pose_prior).")  # fmt: skip
     with open(config_path) as f:
