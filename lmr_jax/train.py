@@ -78,12 +78,13 @@ def training_loss(
     Raises:
       ValueError: a system's term has the name of a shared one.
     """
-    total, terms = losses.compute_losses(outputs, batch, loss_config, body_model, axis_name)
     extra = {} if extra_losses is None else extra_losses(outputs, batch, axis_name)
-    clash = sorted(set(extra) & set(terms))
+    shared = losses.resolve(loss_config).weights
+    clash = sorted(set(extra) & set(shared))
     if clash:
         raise ValueError(f"the model's extra loss term '{clash[0]}' has the name of a shared "
-                         f"loss term; expected names other than {sorted(terms)}.")  # fmt: skip
+                         f"loss term; expected names other than {sorted(shared)}.")  # fmt: skip
+    total, terms = losses.compute_losses(outputs, batch, loss_config, body_model, axis_name)
     for value in extra.values():
         total = total + jnp.asarray(value, jnp.float32)
     return total, {**terms, **extra}
