@@ -93,7 +93,8 @@ import numpy as np
 
 from lmr_jax import geometry, losses
 from lmr_jax import smpl as smpl_lib
-from lmr_jax.models import common, pose_prior
+from lmr_jax.models import common
+from lmr_jax.models import pose_encoder as pose_prior  # the prior's encoder half
 from lmr_jax.models.layers import FeedForward, StackedDense, head_init, linear_init, matmul
 from lmr_jax.models.params import NUM_BETAS, NUM_JOINTS, MeanParams, smpl_outputs
 
