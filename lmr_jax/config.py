@@ -132,10 +132,12 @@ def base_config(model_name: str = "lmr") -> ml_collections.ConfigDict:
 
 
 def set_hidden_size(config: ml_collections.ConfigDict, width: int) -> None:
-    """Sets model.hidden_size (the GRU width) where the model has one: HMR has no GRU, and
-    its regressor keeps its width (model.regressor_hidden) in every variant."""
-    if "hidden_size" in config.model:
-        config.model.hidden_size = width
+    """Sets the GRU width (models.variant_width_field: model.hidden_size) where the model has
+    one: HMR and HKMR have no GRU, and keep their widths (HMR's model.regressor_hidden, HKMR's
+    psi width d, model.hidden_size) in every variant."""
+    field = models.variant_width_field(config.model.name)
+    if field is not None and field in config.model:
+        config.model[field] = width
 
 
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

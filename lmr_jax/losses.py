@@ -30,8 +30,9 @@ Presets (`preset`) fill every field left at None (`ml_collections` placeholders,
 | `lmr_paper` | euclidean / l1 | 600 | 900 | - | - | 60 | yes |
 | `synthetic` | l1 / l1 | 300 | 300 | 60 | 0.06 | - | yes |
 | `dsd_paper` | mse / l1 | 10 | 60 | 20 | 0.02 | - | yes |
+| `hkmr_paper` | mse / l1 | 600 | 900 | 60 | 2.78 | - | yes |
 
-All four supervise the last iteration only and use the 14 common joints for L_3D.
+All use the 14 common joints for L_3D; all but `hkmr_paper` supervise the last iteration only.
 
 `vibe` is VIBE's loss exactly (configs/config.yaml: KP_2D_W 300, KP_3D_W 300, POSE_W 60,
 SHAPE_W 0.06; lib/core/loss.py: MSE everywhere, 3D on joints 25..38 centred on their mid-hips,
@@ -82,6 +83,10 @@ PRESETS = {
     "dsd_paper": dict(param_norm="mse", keypoint_norm="l1", w_2d=10.0, w_3d=60.0, w_pose=20.0,
                       w_shape=0.02, w_smpl=0.0, kp3d_confidence=True, all_iterations=False,
                       kp3d_joints="common14"),
+    # HKMR's eq. 3: lambda_smpl x (216, 10) with lambda_smpl = 60 / 216 (module docstring).
+    "hkmr_paper": dict(param_norm="mse", keypoint_norm="l1", w_2d=600.0, w_3d=900.0,
+                       w_pose=60.0, w_shape=10.0 * 60.0 / 216.0, w_smpl=0.0,
+                       kp3d_confidence=True, all_iterations=True, kp3d_joints="common14"),
 }  # fmt: skip
 
 
@@ -156,10 +161,11 @@ def _error(diff: jnp.ndarray, norm: str) -> jnp.ndarray:
     raise ValueError(f"loss norm is '{norm}', expected one of {KEYPOINT_NORMS}.")
 
 
-def _masked_mean(
+def masked_mean(
     error: jnp.ndarray, weight: jnp.ndarray, count: jnp.ndarray, axis_name: str | None = None
 ) -> jnp.ndarray:
-    """sum(weight * error) / sum(count) (0 when the count is 0).
+    """sum(weight * error) / sum(count) (0 when the count is 0); also for the loss terms of a
+    system (its `extra_losses`, lmr_jax.models).
 
     Under pmap with `axis_name`, the count is the mean count over devices, so that averaging
     the devices' losses (lax.pmean) gives the mean over the whole global batch: the loss does
@@ -169,6 +175,9 @@ def _masked_mean(
     if axis_name is not None:
         count = jax.lax.pmean(count, axis_name)
     return jnp.sum(weight * error) / jnp.maximum(count, 1e-6)
+
+
+_masked_mean = masked_mean
 
 
 def keypoint_2d_loss(

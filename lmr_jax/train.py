@@ -56,6 +56,40 @@ def _skipped(finite: jnp.ndarray, new: jnp.ndarray, old: jnp.ndarray) -> jnp.nda
     return jnp.where(finite, new, old)
 
 
+def training_loss(
+    outputs: dict,
+    batch: dict,
+    loss_config,
+    body_model: smpl.SMPLModel,
+    extra_losses: Callable | None = None,
+    axis_name: str | None = None,
+) -> tuple[jnp.ndarray, dict]:
+    """The training objective: losses.compute_losses plus the system's own terms.
+
+    Args:
+      outputs, batch, loss_config, body_model, axis_name: as losses.compute_losses.
+      extra_losses: (outputs, batch, axis_name) -> {name: weighted scalar}, the system's terms
+        (`functools.partial(models.extra_losses, config)`); None: none.
+
+    Returns:
+      (total, terms): the shared terms (unweighted) and the system's (weighted, added to the
+      total as they are), all logged as `loss_<name>`.
+
+    Raises:
+      ValueError: a system's term has the name of a shared one.
+    """
+    extra = {} if extra_losses is None else extra_losses(outputs, batch, axis_name)
+    shared = losses.resolve(loss_config).weights
+    clash = sorted(set(extra) & set(shared))
+    if clash:
+        raise ValueError(f"the model's extra loss term '{clash[0]}' has the name of a shared "
+                         f"loss term; expected names other than {sorted(shared)}.")  # fmt: skip
+    total, terms = losses.compute_losses(outputs, batch, loss_config, body_model, axis_name)
+    for value in extra.values():
+        total = total + jnp.asarray(value, jnp.float32)
+    return total, {**terms, **extra}
+
+
 def train_step(
     state: TrainState,
     batch: dict[str, jnp.ndarray],
@@ -68,6 +102,7 @@ def train_step(
     body_model: smpl.SMPLModel,
     skip_nonfinite: bool,
     dropout: bool,
+    extra_losses: Callable | None = None,
 ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
     """One optimisation step on one device's share of the batch (run under pmap 'data').
 
@@ -79,6 +114,7 @@ def train_step(
       model, optimizer, schedule, loss_config, body_model: bound with functools.partial.
       skip_nonfinite: keep the old parameters when the loss or gradients are not finite.
       dropout: whether the model uses dropout (per-example keys, see `apply_for_training`).
+      extra_losses: the system's own loss terms (see `training_loss`).
 
     Returns:
       The new state and this device's metrics (the loss terms are already averaged).
@@ -87,7 +123,7 @@ def train_step(
 
     def loss_fn(params):
         outputs = apply_for_training(model, params, batch["features"], keys)
-        return losses.compute_losses(outputs, batch, loss_config, body_model, axis_name="data")
+        return training_loss(outputs, batch, loss_config, body_model, extra_losses, "data")
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grads = jax.lax.pmean(grads, axis_name="data")
@@ -125,6 +161,8 @@ def make_pmapped_step(
         body_model=body_model,
         skip_nonfinite=config.train.nonfinite == "skip",
         dropout=uses_dropout(model),
+        # The system's own terms (HKMR's L_KL), read from the whole config: models.extra_losses.
+        extra_losses=functools.partial(models.extra_losses, config),
     )
     # State unreplicated in and out (the pmap migration guide), the batch split over devices.
     p_step = jax.pmap(

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from lmr_jax import checkpoints, evaluate, models, smpl, train
+from lmr_jax import config as config_lib
 from lmr_jax.data import synthetic
 
 _PATH = os.path.join(os.path.dirname(__file__), "..", "experiments", "benchmarks", "accuracy.py")
@@ -193,3 +194,9 @@ def test_every_row_runs_its_experiment_files_bench_variant_and_a_budget_check_sc
     smoke = bench.run_config(bench.ROWS[0], 0, "smoke", "synthetic_motion/tiny", "data", steps=4)
     assert smoke.train.eval_every == 0  # off stays off
     assert bench.run_config(bench.ROWS[0], 0, "bench", "d", "data", lr=3e-3).optim.lr == 3e-3
+    # HKMR: its experiment's bench variant, at its own width and loss, without a pose prior.
+    row = next(r for r in bench.ROWS if r.key == "hkmr")
+    hkmr = bench.run_config(row, 0, "bench", "synthetic_motion/standard", "data")
+    config_lib.check(hkmr)
+    assert (hkmr.model.name, hkmr.model.hidden_size, hkmr.model.pose_prior) == ("hkmr", 160, "")
+    assert hkmr.loss.preset == "hkmr_paper" and hkmr.train.num_steps == 1200

@@ -48,8 +48,10 @@ def test_experiment_loads_with_its_models_fields(name, variant):
     config_lib.check(config)
     system = config.model.name
     assert set(config.model) - {models.BACKBONE} == set(models.default_model_config(system))
-    width = WIDTHS.get(variant)
-    if "hidden_size" in config.model and width is not None and name not in OWN_WIDTHS:
-        assert config.model.hidden_size == width
+    width, field = WIDTHS.get(variant), models.variant_width_field(system)
+    if field is not None and width is not None and name not in OWN_WIDTHS:
+        assert config.model[field] == width
+    if system == "hkmr" and variant in ("", "cpu", "bench"):
+        assert config.model.hidden_size == 160  # psi's width d: the paper's, in every variant
     if system == "hmr":
         assert config.model.regressor_hidden == 1024  # the variants leave HMR's width alone

@@ -94,6 +94,7 @@ ROWS = (
     Row("Single RNN, matched", "single_rnn_matched", "ablation_single_rnn.py", "_matched", True),
     Row("VIBE-style", "vibe", "vibe_baseline.py"),
     Row("HMR per frame", "hmr", "hmr_framewise.py"),
+    Row("HKMR", "hkmr", "hkmr.py"),  # bench variant: no pose prior, so no L_KL
     Row("Ridge (floor)", "ridge", ""),
 )
 

@@ -18,8 +18,11 @@ Settings: 'bench' is the accuracy benchmark's (hidden 128 for every model, batch
 D = 2048); 'paper' is the paper-size setting (batch 32, T = 16, D = 2048, V = 3) with every
 model at its default width (models.default_model_config: 512 for each of LMR's seven GRUs, 1024
 for VIBE's GRU and regressor); row 'lmr_1024' is LMR with VIBE's width in every GRU.
-'small' is a quick one (batch 4, T = 8, D = 256, hidden 128 for all, V = 3). The target is
+''small' is a quick one (batch 4, T = 8, D = 256, hidden 128 for all, V = 3). The target is
 LMR's forward+backward time at most 2x the VIBE-style baseline's (column 'vs vibe').
+Row 'hkmr' keeps psi's width d = 160 in every setting (as HMR keeps its regressor's 1024) and
+its P = 4 inner iterations; its step here is the same loss as every row's (final iteration, no
+L_KL), not its experiment's 'hkmr_paper' sum over iterations.
 """
 
 from __future__ import annotations
@@ -33,7 +36,12 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from lmr_jax import losses, smpl
-from lmr_jax.models import build_model, default_model_config, matched_single_rnn_width
+from lmr_jax.models import (
+    build_model,
+    default_model_config,
+    matched_single_rnn_width,
+    variant_width_field,
+)
 
 SETTINGS = {
     "small": dict(batch=4, frames=8, features=256, hidden=128, iterations=3),
@@ -50,6 +58,7 @@ MODELS = {
     "lmr_1024": ("lmr", {"hidden_size": 1024}),  # LMR at VIBE's width
     "vibe": ("vibe", {}),
     "hmr": ("hmr", {}),
+    "hkmr": ("hkmr", {}),  # d = 160 in every setting (models.variant_width_field), T = 3, P = 4
 }
 
 _SETTINGS = flags.DEFINE_list("settings", ["small", "paper"], f"of {sorted(SETTINGS)}")
@@ -118,8 +127,9 @@ def prepare_model(name: str, setting: dict, body, data: dict) -> dict:
     matched = overrides.get("single_rnn_hidden_size") == "matched"
     overrides = {k: v for k, v in overrides.items() if v != "matched"}
     config = default_model_config(model_name)
-    if setting["hidden"] is not None and "hidden_size" in config:  # HMR has no GRU
-        config.hidden_size = setting["hidden"]
+    width_field = variant_width_field(model_name)  # HMR and HKMR have no GRU: widths kept
+    if setting["hidden"] is not None and width_field is not None:
+        config[width_field] = setting["hidden"]
     config.num_iterations = setting["iterations"]
     config.dtype = _DTYPE.value
     if setting["hidden"] is None:

@@ -5,8 +5,11 @@ Each system lives in its own file, `lmr_jax/models/<system>.py`, with its Flax m
 config: `default_config()` (its fields with their defaults; the fields every system shares come
 from models.common), `check_config(config)` (ValueError, one sentence) and
 `build(config, body_model)` (the Flax module), and optionally `RENAMED_FIELDS` (old field name
--> new one, so that configs and checkpoints of before a rename keep loading). `SYSTEMS` below
-maps a name to that module; a new system is one new line there.
+-> new one, so that configs and checkpoints of before a rename keep loading),
+`VARIANT_WIDTH_FIELD` (the field the shared variants' width sets, see `variant_width_field`)
+and `extra_losses(config, outputs, batch, axis_name)` (loss terms of the system beside the
+shared ones, see `extra_losses` below). `SYSTEMS` below maps a name to that module; a new
+system is one new line there.
 
 `build_model(config, body_model)` returns a Flax module for a config from
 `default_model_config(name)`. Every module is called as
@@ -64,6 +67,45 @@ def _system(name: str) -> types.ModuleType:
     if name not in SYSTEMS:
         raise ValueError(f"model.name is '{name}', expected one of {tuple(SYSTEMS)}.")
     return SYSTEMS[name]
+
+
+def variant_width_field(name: str) -> str | None:
+    """The model field that the shared variants' width (config.set_hidden_size: 32 in smoke,
+    256 in cpu, 128 in bench) sets for the system `name`: its module's VARIANT_WIDTH_FIELD
+    (None: the variants leave its widths alone, as HKMR's psi width d and HMR's regressor),
+    else 'hidden_size' where the system has that field (the GRU width), else None."""
+    system = _system(name)
+    if hasattr(system, "VARIANT_WIDTH_FIELD"):
+        return system.VARIANT_WIDTH_FIELD
+    return "hidden_size" if "hidden_size" in system.default_config() else None
+
+
+def extra_losses(
+    config: ml_collections.ConfigDict, outputs: dict, batch: dict, axis_name: str | None = None
+) -> dict[str, jnp.ndarray]:
+    """The system's own loss terms, beside losses.compute_losses' shared ones.
+
+    A system module MAY define `extra_losses(config, outputs, batch, axis_name)` with this
+    signature (HKMR's L_KL to its pose prior; DSD-SATN's extra losses). Its terms are already
+    weighted (the system reads its weights from its own model fields): the training objective
+    adds them to the total as they are, and training logs each as `loss_<name>`. Masked means
+    under pmap take the global count (losses.masked_mean with `axis_name`), as the shared
+    terms do.
+
+    Args:
+      config: the whole run config (config.model names the system).
+      outputs: the model's output dict (params.smpl_outputs).
+      batch: this device's batch (labels, optionally `valid` [B, T]).
+      axis_name: the pmap axis when called per device, else None.
+
+    Returns:
+      {name: weighted float32 scalar}; {} for a system without extra terms.
+    """
+    terms_fn = getattr(_system(config.model.get("name", "")), "extra_losses", None)
+    if terms_fn is None:
+        return {}
+    terms = terms_fn(config, outputs, batch, axis_name)
+    return {name: jnp.asarray(value, jnp.float32) for name, value in terms.items()}
 
 
 def renamed_fields(name: str) -> dict[str, str]:
@@ -266,6 +308,7 @@ __all__ = [
     "complete_model_config",
     "count_params",
     "default_model_config",
+    "extra_losses",
     "gru_scan",
     "load_mean_params",
     "matched_single_rnn_width",
@@ -273,5 +316,6 @@ __all__ = [
     "renamed_fields",
     "saved_model_config",
     "unknown_field_message",
+    "variant_width_field",
     "smpl_outputs",
 ]

@@ -29,8 +29,18 @@ the forward pass step p and the backward pass step p + 1 of the same cycle):
   of chain c is joint K_c-1-s, and the steps s >= K_c are the padding.
 
 Every outer iteration's parameters are returned (eq. 3 sums the losses over them; the losses
-read `outputs['iterations']` as for LMR's iterations). L_KL needs the 69-D body pose of each
-iteration: `geometry.rotmats_to_pose72(outputs['iterations']['rotmats'])[..., 3:]`.
+read `outputs['iterations']` as for LMR's iterations: losses preset 'hkmr_paper'). L_KL is
+HKMR's own term (`extra_losses`, added to the shared terms by the training objective through
+models.extra_losses): for every outer iteration t, the 69-D body pose
+`geometry.rotmats_to_pose72(outputs['iterations']['rotmats'])[..., 3:]`, its KL to the prior
+(pose_prior.kl_to_prior of the encoder of the prior trained into the workdir `pose_prior`),
+averaged over the real frames and summed over t, times `kl_weight`; logged as `loss_kl`
+(weighted). The encoder's parameters are read once per process and path, as numpy constants of
+the train step: they are not in the trained parameters or the optimizer state and take no
+gradient. `pose_prior=''` (the default) trains without L_KL. `kl_weight` = 0.01: the paper
+names lambda_KL but gives no value; the KL of one pose under a prior with a 32-D latent is of
+order 10-100 nats, so 0.01 keeps the term (summed over T = 3) near 1, a regulariser below the
+keypoint terms (tens with 'hkmr_paper''s weights) rather than their rival.
 
 Speed: phi's part of every embedding is projected once per forward; the five child chains are
 one stacked computation; the P inner iterations are one `nn.scan` (one compiled cycle, weights
@@ -72,20 +82,26 @@ Choices where the paper is silent:
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lmr_jax import geometry
+from lmr_jax import geometry, losses
 from lmr_jax import smpl as smpl_lib
 from lmr_jax.models import common
+from lmr_jax.models import pose_encoder as pose_prior  # the prior's encoder half
 from lmr_jax.models.layers import FeedForward, StackedDense, head_init, linear_init, matmul
 from lmr_jax.models.params import NUM_BETAS, NUM_JOINTS, MeanParams, smpl_outputs
 
 PartTable = tuple[tuple[str, tuple[int, ...]], ...]
+# psi's width d (model.hidden_size) is the paper's parameter budget, not a GRU width: the
+# shared variants (config.set_hidden_size) leave it alone, as they leave HMR's regressor.
+VARIANT_WIDTH_FIELD = None
 DEFAULT_PARTS: PartTable = tuple(smpl_lib.PARTS.items())
 
 
@@ -425,7 +441,8 @@ def default_config() -> ml_collections.ConfigDict:
     hidden_size (d of every psi, width of the shape/camera hidden layers); inner_iterations (P,
     4: forward-backward cycles); hierarchy, previous_only, backward_pass (ablations, see the
     module docstring); dropout; parts (the chain table, root first, as (name, joints) pairs in
-    kinematic order).
+    kinematic order); pose_prior (the workdir of a trained pose prior, lmr_jax.models.pose_prior;
+    '' = no L_KL) and kl_weight (lambda_KL, see the module docstring).
     """
     config = common.shared_config("hkmr")
     config.hidden_size = 160
@@ -435,6 +452,8 @@ def default_config() -> ml_collections.ConfigDict:
     config.backward_pass = True
     config.dropout = 0.0
     config.parts = DEFAULT_PARTS
+    config.pose_prior = ""
+    config.kl_weight = 0.01
     return config
 
 
@@ -458,6 +477,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError("model.previous_only is True, but with model.hierarchy=False no joint "
                          "sees another: set model.hierarchy=True or leave it False.")  # fmt: skip
     _check_chains(smpl_lib.validate_parts(dict(config.parts)))
+    if not config.kl_weight >= 0:
+        raise ValueError(f"model.kl_weight is {config.kl_weight!r}, expected >= 0.")
+    if config.pose_prior and not pose_prior.has_pose_prior(config.pose_prior):
+        raise ValueError(f"model.pose_prior is '{config.pose_prior}', which holds no pose prior "
+                         "(expected the --workdir of `python -m lmr_jax.models.pose_prior`; "
+                         "'' trains without L_KL).")  # fmt: skip
 
 
 def build(config: ml_collections.ConfigDict, body_model: smpl_lib.SMPLModel) -> HKMR:
@@ -477,3 +502,69 @@ def build(config: ml_collections.ConfigDict, body_model: smpl_lib.SMPLModel) -> 
         parts=tuple(smpl_lib.validate_parts(dict(config.parts)).items()),
         **common.shared_kwargs(config, body_model),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# L_KL (eq. 3): the system's own loss term (models.extra_losses)
+# ---------------------------------------------------------------------------------------------
+
+
+def prior_encoder(workdir: str):
+    """The encoder parameters of the pose prior in `workdir`, as numpy arrays (constants of
+    the traced loss), read once per process, path and checkpoint.
+
+    Raises:
+      ValueError: `workdir` holds no pose prior (pose_prior.load_pose_prior).
+    """
+    if not pose_prior.has_pose_prior(workdir):
+        pose_prior.load_pose_prior(workdir)  # raises its one-sentence ValueError
+    stamp = os.stat(os.path.join(pose_prior.prior_dir(workdir), "config.json")).st_mtime_ns
+    return _prior_encoder(os.path.abspath(workdir), stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _prior_encoder(workdir: str, stamp: int):
+    del stamp  # part of the cache key: a prior trained again at the same path is read again
+    try:
+        with jax.ensure_compile_time_eval():  # read while a train step is traced: concrete
+            params = pose_prior.load_pose_prior(workdir).params["encoder"]
+    except ValueError:
+        raise
+    except Exception as error:  # a damaged checkpoint: Orbax's own errors
+        raise ValueError(f"could not read the pose prior in '{workdir}' ({type(error).__name__}"
+                         "); expected the --workdir of `python -m lmr_jax.models.pose_prior`."
+                         ) from None  # fmt: skip
+    return jax.tree.map(np.asarray, params)
+
+
+def kl_loss(encoder_params, rotmats: jnp.ndarray, frames: jnp.ndarray | None,
+            axis_name: str | None = None) -> jnp.ndarray:  # fmt: skip
+    """sum over outer iterations t of the mean over real frames of KL(q(z | Theta^t) || N(0, I)).
+
+    Args:
+      encoder_params: the prior's encoder (`prior_encoder`).
+      rotmats: [T, B, F, 24, 3, 3] every outer iteration's rotations.
+      frames: [B, F] 1 on real frames (None: all).
+      axis_name: the pmap axis (losses.masked_mean: the mean over the global batch).
+
+    Returns:
+      The unweighted scalar.
+    """
+    pose69 = geometry.rotmats_to_pose72(rotmats.astype(jnp.float32))[..., 3:]
+    kl = pose_prior.kl_to_prior(encoder_params, pose69)  # [T, B, F]
+    frames = jnp.ones(kl.shape[1:], jnp.float32) if frames is None else frames
+    frames = frames.astype(jnp.float32)
+    return losses.masked_mean(kl, jnp.broadcast_to(frames, kl.shape), frames, axis_name)
+
+
+def extra_losses(
+    config: ml_collections.ConfigDict, outputs: dict, batch: dict, axis_name: str | None
+) -> dict[str, jnp.ndarray]:
+    """HKMR's own loss term: {'kl': kl_weight x L_KL} (none without model.pose_prior or with a
+    zero weight); see models.extra_losses."""
+    model = config.model
+    if not model.get("pose_prior") or not model.get("kl_weight"):
+        return {}
+    encoder = prior_encoder(model.pose_prior)
+    kl = kl_loss(encoder, outputs["iterations"]["rotmats"], batch.get("valid"), axis_name)
+    return {"kl": float(model.kl_weight) * kl}

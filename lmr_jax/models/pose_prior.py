@@ -20,6 +20,9 @@ Choices where the paper is silent (it trains on MoSh's ~6M poses, which we do no
 - Optimiser: Adam, lr 1e-3, batch 256, minibatches drawn with replacement from a seeded numpy
   generator.
 
+The encoder, `kl_to_prior` and `load_pose_prior` live in models/pose_encoder.py (what HKMR's loss
+imports: no training code, no command line) and are re-exported here.
+
 The checkpoint (`train_pose_prior`, `load_pose_prior`) is a folder `WORKDIR/pose_prior` with
 the Orbax-saved parameters {'encoder', 'decoder'} and `config.json` (the model widths).
 
@@ -29,7 +32,6 @@ Run: `python -m lmr_jax.models.pose_prior --config=experiments/hkmr_pose_prior.p
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from typing import Any
@@ -43,25 +45,18 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
-POSE_DIM = 69  # joints 1..23, axis-angle
+from lmr_jax.models.pose_encoder import (  # noqa: F401  (re-exported: the prior's API)
+    POSE_DIM,
+    PoseEncoder,
+    PosePrior,
+    gaussian_kl,
+    has_pose_prior,
+    kl_to_prior,
+    load_pose_prior,
+    prior_dir,
+)
+
 _BODY_JOINTS = 21  # the body joints every SMPL-family pose file shares (1..21)
-
-
-class PoseEncoder(nn.Module):
-    """[..., 69] pose -> (mu [..., L], log_var [..., L]) of q(z | pose)."""
-
-    hidden_size: int = 512
-    num_layers: int = 2
-    latent_size: int = 32
-
-    @nn.compact
-    def __call__(self, pose69: jnp.ndarray):
-        x = pose69
-        for i in range(self.num_layers):
-            x = nn.leaky_relu(nn.Dense(self.hidden_size, name=f"hidden_{i}")(x), 0.2)
-        return nn.Dense(self.latent_size, name="mu")(x), nn.Dense(self.latent_size, name="log_var")(
-            x
-        )
 
 
 class PoseDecoder(nn.Module):
@@ -94,35 +89,6 @@ class PoseVAE(nn.Module):
         mu, log_var = self.encoder(pose69)
         z = mu + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mu.shape)
         return self.decoder(z), mu, log_var
-
-
-def gaussian_kl(mu: jnp.ndarray, log_var: jnp.ndarray) -> jnp.ndarray:
-    """KL(N(mu, diag(exp(log_var))) || N(0, I)) = 0.5 sum(exp(lv) + mu^2 - 1 - lv): [...]."""
-    return 0.5 * jnp.sum(jnp.exp(log_var) + jnp.square(mu) - 1.0 - log_var, axis=-1)
-
-
-def _encoder_for(encoder_params) -> PoseEncoder:
-    """The encoder whose widths the parameters have (so `kl_to_prior` needs no config)."""
-    layers = sum(1 for name in encoder_params if name.startswith("hidden_"))
-    return PoseEncoder(
-        hidden_size=int(encoder_params["hidden_0"]["kernel"].shape[-1]),
-        num_layers=layers,
-        latent_size=int(encoder_params["mu"]["kernel"].shape[-1]),
-    )
-
-
-def kl_to_prior(encoder_params, pose69: jnp.ndarray) -> jnp.ndarray:
-    """HKMR's L_KL: KL(q(z | pose) || N(0, I)) of the prior's encoder, differentiable in pose.
-
-    Args:
-      encoder_params: the 'encoder' parameters of a trained prior (`load_pose_prior`).
-      pose69: [..., 69] body poses (axis-angle of joints 1..23).
-
-    Returns:
-      [...] the KL of every pose.
-    """
-    mu, log_var = _encoder_for(encoder_params).apply({"params": encoder_params}, pose69)
-    return gaussian_kl(mu, log_var)
 
 
 def negative_elbo(model: PoseVAE, params, pose69: jnp.ndarray, rng: jax.Array, kl_weight: float):
@@ -240,22 +206,6 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-@dataclasses.dataclass(frozen=True)
-class PosePrior:
-    """A trained prior: params {'encoder', 'decoder'} and the model widths."""
-
-    params: Any
-    model: ml_collections.ConfigDict
-
-    def kl(self, pose69: jnp.ndarray) -> jnp.ndarray:
-        """[..., 69] -> [...] KL(q(z | pose) || N(0, I)) (`kl_to_prior`)."""
-        return kl_to_prior(self.params["encoder"], pose69)
-
-
-def _prior_dir(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), "pose_prior")
-
-
 def train_pose_prior(
     poses: np.ndarray, config: ml_collections.ConfigDict, workdir: str
 ) -> tuple[PosePrior, list[dict]]:
@@ -303,29 +253,11 @@ def train_pose_prior(
 
 def save_pose_prior(prior: PosePrior, workdir: str) -> None:
     """Writes WORKDIR/pose_prior/{params (Orbax), config.json}, replacing an earlier one."""
-    folder = _prior_dir(workdir)
+    folder = prior_dir(workdir)
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(os.path.join(folder, "params"), prior.params, force=True)
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(prior.model.to_dict(), f)
-
-
-def load_pose_prior(workdir: str) -> PosePrior:
-    """Reads the prior `train_pose_prior` saved in `workdir`.
-
-    Raises:
-      ValueError: naming the folder when it holds no pose prior.
-    """
-    folder = _prior_dir(workdir)
-    config_path = os.path.join(folder, "config.json")
-    if not os.path.isfile(config_path) or not os.path.isdir(os.path.join(folder, "params")):
-        raise ValueError(f"'{workdir}' holds no pose prior (expected {folder}/params and "
-                         "config.json, written by lmr_jax.models.pose_prior).")  # fmt: skip
-    with open(config_path) as f:
-        model = ml_collections.ConfigDict(json.load(f))
-    with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore(os.path.join(folder, "params"))
-    return PosePrior(params=params, model=model)
 
 
 if __name__ == "__main__":
@@ -351,7 +283,7 @@ if __name__ == "__main__":
         except (ValueError, DatasetError) as error:
             fail(str(error))
         last = history[-1] if history else {}
-        print(f"pose prior saved to {_prior_dir(_WORKDIR.value)}; last step: "
+        print(f"pose prior saved to {prior_dir(_WORKDIR.value)}; last step: "
               + ", ".join(f"{k} {v:.4f}" for k, v in last.items()))  # fmt: skip
 
     app.run(main)
