@@ -47,8 +47,9 @@ def test_rectangle_area_circle_radius_and_nested_degrees():
     assert 0.5 <= draws.aspect <= 2.0 and 0 <= draws.angle < math.pi
     previous = {}
     for degree in occlusion.DEGREES:
+        radius = occlusion.CIRCLE_RADII[degree - 1]
         for kind, area in (("rectangle", occlusion.RECTANGLE_AREAS[degree - 1]),
-                           ("circle", math.pi * occlusion.CIRCLE_RADII[degree - 1] ** 2)):  # fmt: skip
+                           ("circle", math.pi * radius**2)):  # fmt: skip
             mask = occlusion.covered(kind, degree, centre, grid, draws)[0]
             assert abs(mask.sum() - area) < 2 * math.sqrt(4 * area) + 4, (kind, degree)
             assert (~previous.get(kind, np.zeros_like(mask)) | mask).all()  # a superset
