@@ -11,8 +11,8 @@ import shutil
 import numpy as np
 import pytest
 
-from lmr_jax import config as config_lib
 from lmr_jax import checkpoints, models, optim, smpl, train
+from lmr_jax import config as config_lib
 from lmr_jax.data import pipeline
 from tests.runs import smoke_config
 
