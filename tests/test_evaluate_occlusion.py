@@ -1,42 +1,31 @@
 """Occlusion robustness: the DoC curves by value against the plain evaluation (a numpy stand-in
-model), the tables and plots, and `--mode=eval`'s path on a smoke run's checkpoint."""
+model), the tables and plots, and `--mode=eval`'s path on the shared trained smoke run."""
 
 import copy
 import importlib.util
 import json
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
 
-from lmr_jax import checkpoints, evaluate, evaluate_occlusion, models, optim, smpl, train
 from lmr_jax import config as config_lib
+from lmr_jax import evaluate, evaluate_occlusion, smpl, train
 from lmr_jax.data import occlusion, pipeline
-from tests.runs import smoke_config
+from tests.runs import smoke_config, smoke_run_config
 
 _PLOT = os.path.join(os.path.dirname(__file__), "..", "experiments", "benchmarks",
                      "occlusion_plot.py")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def run(tiny_data_dir, tmp_path_factory):
-    """A smoke run's checkpoint at initialisation (step 0: no train step is compiled) and its
-    config; evaluation reads it like any run's latest checkpoint."""
-    workdir = str(tmp_path_factory.mktemp("occlusion_run"))
-    config = smoke_config(tiny_data_dir)
-    config.model.num_iterations = 1  # a smaller program to compile
-    specs = train.dataset_specs(config)
-    dataset = pipeline.train_dataset(specs, window=config.data.window,
-                                     global_batch_size=config.train.batch_size,
-                                     num_local_devices=1, seed=0)  # fmt: skip
-    model = models.build_model(config.model, smpl.procedural(0))
-    optimizer = optim.make_optimizer(config.optim, config.train.num_steps)
-    state = train.init_state(config, model, optimizer, (1, config.data.window, 64))
-    mngr = checkpoints.checkpoint_manager(workdir, max_to_keep=1)
-    checkpoints.save_checkpoint(mngr, state, iter(dataset), config)
-    mngr.wait_until_finished()
-    return config, workdir
+def run(smoke_run, tiny_data_dir, tmp_path_factory):
+    """A copy of conftest's trained smoke run (this module writes into it) and its config."""
+    workdir = tmp_path_factory.mktemp("occlusion") / "run"
+    shutil.copytree(smoke_run, workdir)
+    return smoke_run_config(tiny_data_dir), str(workdir)
 
 
 def _occlusion_config(config, kinds, joints):
@@ -101,7 +90,6 @@ def test_curves_by_value_doc0_is_the_plain_evaluation(observed, tmp_path):
         plot.combine([str(tmp_path)], str(tmp_path / "fig"))
 
 
-@pytest.mark.slow
 def test_eval_mode_writes_the_table_and_plot_of_a_run(run):
     """What `--mode=eval --config.eval.occlusion=circle` runs (main.py: train.evaluate_workdir)."""
     config, workdir = run
