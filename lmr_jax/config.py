@@ -21,7 +21,10 @@ fields. Fields (all overridable on the command line as `--config.optim.lr=3e-4`)
   non-finite loss does ('stop' or 'skip');
 - `eval`: protocol ('vibe' or 'tcmr'); the evaluation after training: `sets` (names of
   `EVAL_SETS`, comma-separated, e.g. '3dpw,mpi_inf_3dhp,human36m'), or when `sets` is empty
-  one dataset split (`name`, `split`, `joints`; `split=''` switches evaluation off).
+  one dataset split (`name`, `split`, `joints`; `split=''` switches evaluation off);
+  `occlusion` ('' off; 'bar', 'circle', 'rectangle' or 'all'): `--mode=eval` then evaluates
+  occlusion robustness on that split instead (lmr_jax/evaluate_occlusion.py), with occluders on
+  `occlusion_joints` ('' the 14 common joints) of the first `occlusion_max_videos` videos.
 
 Hyperparameters follow VIBE's setting (Adam 5e-5, batch 32, T = 16) unless a file says why not.
 `vibe_setting` is the paper's real-data setting (VIBE's datasets, schedule and losses).
@@ -34,6 +37,7 @@ import dataclasses
 import ml_collections
 
 from lmr_jax import evaluate, losses, models
+from lmr_jax.data import occlusion
 
 GROUPS = ("", "2d", "3d")
 
@@ -128,6 +132,14 @@ def base_config(model_name: str = "lmr") -> ml_collections.ConfigDict:
     c.eval.split = "test"
     c.eval.joints = "vibe49"  # 'vibe49' | 'h36m14' | 'mpii3d17' (lmr_jax/evaluate.py)
     c.eval.protocol = "vibe"  # 'vibe' (full windows, stride T) | 'tcmr' (middle frames)
+    # Occlusion robustness with --mode=eval (lmr_jax/evaluate_occlusion.py): '' off, or 'bar',
+    # 'circle', 'rectangle' (comma-separated) or 'all', on the split above; occluders on the
+    # 14 common joints ('' ) or those named (e.g. 'right_knee,left_wrist'), on the first
+    # occlusion_max_videos videos of the split (0: all).
+    c.eval.occlusion = ""
+    c.eval.occlusion_joints = ""
+    c.eval.occlusion_max_videos = 6
+    c.eval.occlusion_seed = 0
     return c
 
 
@@ -198,6 +210,8 @@ def _check_choices(config: ml_collections.ConfigDict) -> None:
             node = node[key]
         if node not in allowed:
             raise ValueError(f"config field {path} is {node!r}, expected one of {allowed}.")
+    occlusion.parse_kinds(config.eval.get("occlusion", ""))
+    occlusion.parse_joints(config.eval.get("occlusion_joints", ""))
     for name in (n.strip() for n in config.eval.sets.split(",")):
         if name and name not in EVAL_SETS:
             raise ValueError(f"config field eval.sets names '{name}', expected names from "

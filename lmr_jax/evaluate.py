@@ -47,6 +47,9 @@ the paper's mm/s and mm/s^2 are these times fps and fps^2).
 
 Per-frame errors run through one jitted function on chunks of `CHUNK` frames, so videos of any
 length share one compiled program.
+
+Occlusion robustness (the HKMR paper's Fig. 6) is lmr_jax/evaluate_occlusion.py, on the same
+frame plans and per-frame errors.
 """
 
 from __future__ import annotations

@@ -482,4 +482,48 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
     model = models.build_model(config.model, body_model)
     meta, params = read_checkpoint(mngr, step)  # a damaged one is refused, naming intact ones
     check_compatible(mngr, step, config, meta)
+    if config.eval.get("occlusion", ""):
+        return evaluate_occlusion_and_write(config, workdir, model, params, body_model)
     return _as_returned(config, _evaluate_and_write(config, workdir, model, params, body_model))
+
+
+def evaluate_occlusion_and_write(config, workdir, model, params, body_model) -> dict:
+    """Occlusion robustness of `params` on the split of `config_lib.eval_sets` (one, a
+    synthetic_motion split; lmr_jax/evaluate_occlusion.py): writes workdir/occlusion/results.json,
+    results.md and occlusion.png (process 0), prints the tables, returns the results."""
+    from lmr_jax import evaluate, evaluate_occlusion, visualize
+    from lmr_jax.data import occlusion
+
+    sets = list(config_lib.eval_sets(config).values())
+    if len(sets) != 1:
+        raise ValueError(f"config field eval.occlusion needs one evaluation split, not "
+                         f"{len(sets)}: set eval.sets='' and eval.split.")  # fmt: skip
+    eval_set = sets[0]
+    selection = evaluate.get_eval_joints(eval_set.joints)
+    keys = ("joints3d", "vertices") if selection.from_vertices else ("joints3d",)
+    apply = make_apply_fn(model, keys)
+    params = jax.device_put(params, jax.local_devices()[0])  # see evaluate_set
+    start = time.time()
+    results = evaluate_occlusion.evaluate_occlusion(
+        functools.partial(apply, params),
+        occlusion.observed_videos(eval_spec(config, eval_set.name, eval_set.split)),
+        body_model,
+        window=config.data.window,
+        protocol=config.eval.protocol,
+        kinds=occlusion.parse_kinds(config.eval.occlusion),
+        occluded=occlusion.parse_joints(config.eval.get("occlusion_joints", "")),
+        max_videos=config.eval.get("occlusion_max_videos", 0),
+        joints=eval_set.joints,
+        seed=config.eval.get("occlusion_seed", 0),
+    )
+    results.update(dataset=eval_set.name, split=eval_set.split,
+                   seconds=round(time.time() - start, 1))  # fmt: skip
+    if jax.process_index() == 0:
+        label = run_label(config)
+        table = evaluate_occlusion.write_occlusion_results(results, workdir, label)
+        visualize.occlusion_figure({label: results},
+                                   os.path.join(workdir, "occlusion", "occlusion.png"))  # fmt: skip
+        print(f"{eval_set.name} {eval_set.split} under occlusion ({eval_set.joints} joints, "
+              f"{config.eval.protocol} protocol, {results['seconds']:.0f} s):\n{table}",
+              flush=True)  # fmt: skip
+    return results

@@ -13,8 +13,9 @@ Frames: the camera frame has x right, y DOWN, z away from the viewer; the crop f
 Colours: ground truth orange, prediction blue; observed (the data's) 2D keypoints green,
 predicted ones magenta; `video_figure` and `video_gif` open with a legend band saying so
 (`legend`), apart from the pictures so it hides nothing. Figures: `side_by_side` (one frame),
-`video_figure` (a strip of frames over a per-frame error curve, PNG) and `video_gif` (an
-animated GIF of the same).
+`video_figure` (a strip of frames over a per-frame error curve, PNG), `video_gif` (an
+animated GIF of the same) and `occlusion_figure` (error against the degree of occlusion, the
+HKMR paper's Fig. 6).
 """
 
 from __future__ import annotations
@@ -481,3 +482,30 @@ def video_gif(
         path, save_all=True, append_images=pictures[1:], duration=round(1000 / fps), loop=0
     )
     return len(pictures)
+
+
+def occlusion_figure(runs: dict[str, dict], path: str) -> None:
+    """The HKMR paper's Fig. 6 for several runs (label -> `evaluate_occlusion` results): one
+    panel per occluder kind, MPJPE (top row) and PA-MPJPE (bottom row) against the degree of
+    occlusion 0..5, one line per run; written as a PNG with matplotlib's Agg backend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    kinds = list(dict.fromkeys(k for results in runs.values() for k in results["curves"]))
+    fig = Figure(figsize=(3.2 * len(kinds), 5.6), dpi=100, layout="constrained")
+    axes = fig.subplots(2, len(kinds), squeeze=False)
+    for col, kind in enumerate(kinds):
+        for row, metric in enumerate(("MPJPE", "PA-MPJPE")):
+            ax = axes[row, col]
+            for label, results in runs.items():
+                curve = results["curves"].get(kind)
+                if curve is not None:
+                    ax.plot(range(len(curve[metric])), curve[metric], marker="o", label=label)
+            ax.set_title(f"{kind}" if row == 0 else "", fontsize=10)
+            ax.set_xlabel("degree of occlusion", fontsize=8)
+            ax.set_ylabel(f"{metric} (mm)", fontsize=8)
+            ax.set_xticks(range(6))
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    FigureCanvasAgg(fig).print_png(path)

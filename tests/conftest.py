@@ -30,3 +30,15 @@ def tiny_data_dir(tmp_path_factory):
     for name in ("synthetic_motion/tiny", "synthetic_motion/tiny_2d"):
         build.build(name, str(data_dir))
     return str(data_dir)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tiny_data_dir, tmp_path_factory):
+    """One trained 3-step smoke run (tests.runs.smoke_run_config) shared by the tests that only
+    read it or copy it (damaged checkpoints, occlusion evaluation)."""
+    from lmr_jax import train
+    from tests.runs import smoke_run_config
+
+    workdir = tmp_path_factory.mktemp("smoke_run")
+    train.train(smoke_run_config(tiny_data_dir), str(workdir))
+    return workdir

@@ -26,6 +26,15 @@ def smoke_config(data_dir, model="lmr", **train_overrides):
     return config
 
 
+SMOKE_RUN_STEPS = 3
+
+
+def smoke_run_config(data_dir):
+    """The config of conftest's shared `smoke_run`: checkpoints 1, 2, 3 and a validation at
+    step 3."""
+    return smoke_config(data_dir, num_steps=SMOKE_RUN_STEPS, eval_every=SMOKE_RUN_STEPS)
+
+
 def sgd_config(data_dir, lr=1.0, **train_overrides):
     """A smoke config whose step changes the parameters by exactly -lr x gradient: plain SGD, no
     clipping, one iteration (a small program: these configs are compiled for the step tests)."""

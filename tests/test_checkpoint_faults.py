@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 from lmr_jax import checkpoints, predict, train
-from tests.runs import latest_params, smoke_config
+from tests.runs import SMOKE_RUN_STEPS, latest_params, smoke_config
 from tests.test_main import run_main, smoke_flags
 from tests.test_train import assert_scalars_match_metrics, tensorboard_scalars
 
-NUM_STEPS = 3
+NUM_STEPS = SMOKE_RUN_STEPS
 
 
 def _config(data_dir, **overrides):
@@ -32,11 +32,10 @@ def _config(data_dir, **overrides):
 
 
 @pytest.fixture(scope="module")
-def straight(tiny_data_dir, tmp_path_factory):
-    """An uninterrupted run with checkpoints at steps 1, 2 and 3."""
-    workdir = tmp_path_factory.mktemp("straight")
-    train.train(_config(tiny_data_dir), str(workdir))
-    return workdir
+def straight(smoke_run):
+    """An uninterrupted run with checkpoints at steps 1, 2 and 3 (conftest's shared one, read
+    or copied only)."""
+    return smoke_run
 
 
 def _cut(path) -> int:

@@ -122,6 +122,7 @@ class _Source:
                 f"expected one of {sorted(info.splits)}."
             )
         metadata = dict(info.metadata or {})
+        self.metadata = metadata  # the builder's record (body, featurizer seed, ...)
         self.layout = metadata.get("layout")
         if self.layout != LAYOUT:
             declared = f"joint layout '{self.layout}'" if self.layout else "no joint layout"

@@ -170,13 +170,31 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             if self.builder_config.num_videos[index]
         }
 
+    @classmethod
+    def regenerate_video(cls, config_name: str, split: str, index: int, model) -> dict:
+        """Video `index` of `split` of config `config_name` exactly as the builder generates it
+        (`synthetic.generate_video` from its seeds), with the fields the dataset does not store
+        (the facing cue, the camera of a 2D-only twin); the occlusion evaluation
+        (lmr_jax/data/occlusion.py) re-featurizes occluded observations with its cue.
+
+        Raises:
+          ValueError: no config or split of that name.
+        """
+        configs = {c.name: c for c in cls.BUILDER_CONFIGS}
+        if config_name not in configs or split not in SPLITS:
+            raise ValueError(f"synthetic_motion has no config '{config_name}' with split "
+                             f"'{split}', expected a config of {sorted(configs)} and a split "
+                             f"of {SPLITS}.")  # fmt: skip
+        config = configs[config_name]
+        motion = synthetic.MotionConfig(num_frames=config.num_frames, family=config.family)
+        return synthetic.generate_video((config.seed, SPLITS.index(split), index), motion, model)
+
     def _generate_examples(self, split: str, split_index: int, model):
         config = self.builder_config
-        motion = synthetic.MotionConfig(num_frames=config.num_frames, family=config.family)
         dataset_name = f"{self.name}/{config.name}:{split}"
         lengths = []
         for i in range(config.num_videos[split_index]):
-            video = synthetic.generate_video((config.seed, split_index, i), motion, model)
+            video = self.regenerate_video(config.name, split, i, model)
             features = featurize.featurize(
                 video["kp2d"], video["facing_cue"], dim=config.feature_dim, seed=FEATURIZER_SEED
             )
