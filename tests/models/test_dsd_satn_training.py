@@ -1,8 +1,11 @@
 """DSD-SATN's two stages: SATN's smoke run under pmap starting from a saved DSD run (frozen: its
 params['dsd'] end as they started, SATN's change; the sort term logged), a resumed SATN run
-reading nothing from the DSD run, and a wrong model.dsd_run refused in one sentence."""
+reading nothing from the DSD run, a wrong model.dsd_run refused in one sentence, and the batch
+fields a model reads in training (DSD's kp2d with use_gt_2d) passed by value."""
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from lmr_jax import checkpoints, losses, models, smpl, train
 from lmr_jax import optim as optim_lib
 from lmr_jax.models import satn
+from lmr_jax.rngs import apply_for_training
 from tests.runs import smoke_config
 
 # experiments/satn.py:smoke's widths (DSD 32 wide, as experiments/dsd.py:smoke).
@@ -26,20 +30,24 @@ def _config(data_dir, model, **fields):
 
 @pytest.fixture(scope="module")
 def dsd_run(tiny_data_dir, tmp_path_factory):
-    """(workdir, params): a DSD run's checkpoint as training saves it (train state and the
-    config's compat fields), of parameters off the seed's (+0.5: no init can match them)."""
+    """(workdir, params): a DSD run's checkpoint as training saves it (its train state and the
+    config's compat fields), of random parameters (normal draws of init's shapes: nothing is
+    compiled, and no seed's init can match them)."""
     workdir = str(tmp_path_factory.mktemp("dsd"))
     config = _config(tiny_data_dir, "dsd")
     model = models.build_model(config.model, smpl.procedural(0))
+    features = jax.ShapeDtypeStruct((1, config.data.window, 64), np.float32)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), features)["params"]
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), shapes)
     optimizer = optim_lib.make_optimizer(config.optim, config.train.num_steps)
-    state = train.init_state(config, model, optimizer, (1, config.data.window, 64))
-    state = state.replace(params=jax.tree.map(lambda p: p + 0.5, state.params))
+    state = train.TrainState(step=np.int32(0), params=params, opt_state=optimizer.init(params))
     mngr = checkpoints.checkpoint_manager(workdir, 1)
     meta = {"compat": checkpoints.compat_view(config), "step": 0}
     mngr.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                          meta=ocp.args.JsonSave(meta)))  # fmt: skip
     mngr.wait_until_finished()
-    return workdir, jax.device_get(state.params)
+    return workdir, params
 
 
 def _max_change(a, b):
@@ -50,7 +58,8 @@ def _max_change(a, b):
 def test_satn_smoke_starts_from_a_frozen_dsd_run(tiny_data_dir, dsd_run, tmp_path, monkeypatch):
     assert jax.local_device_count() == 8
     dsd_dir, dsd_params = dsd_run
-    config = _config(tiny_data_dir, "satn", **SATN_WIDTHS, dsd_run=dsd_dir)
+    # use_gt_2d: the kp2d labels reach the model through its training_inputs under pmap.
+    config = _config(tiny_data_dir, "satn", **SATN_WIDTHS, dsd_run=dsd_dir, use_gt_2d=True)
     workdir = str(tmp_path / "satn")
     result = train.train(config, workdir)
     metrics = result.last_metrics
@@ -103,3 +112,31 @@ def test_a_wrong_dsd_run_is_one_sentence(tiny_data_dir, dsd_run, tmp_path):
     with pytest.raises(ValueError, match=r"has DSD parameter detail/kernel of shape \(64, 32\), "
                                          r"this model \(2048, 32\)"):  # fmt: skip
         models.initial_params(config, small, checkpoints.read_run)
+
+
+class LabelReader(nn.Module):
+    """Reads the batch's kp2d in training, as DSD with use_gt_2d (a small program)."""
+
+    training_inputs = ("kp2d",)
+
+    @nn.compact
+    def __call__(self, features, *, train=False, kp2d=None):
+        return {"x": nn.Dense(2)(features) + jnp.sum(kp2d[..., :2], axis=-2)}
+
+
+def test_training_inputs_reach_the_model_batched_and_per_example():
+    body = smpl.procedural(0)
+    for name in ("dsd", "satn"):
+        config = models.complete_model_config(dict(name=name, use_gt_2d=True))
+        assert models.build_model(config, body).training_inputs == ("kp2d",)
+        config.use_gt_2d = False
+        assert models.build_model(config, body).training_inputs == ()
+    model, rng = LabelReader(), np.random.default_rng(0)
+    features = rng.normal(size=(4, 3, 16)).astype(np.float32)
+    kp2d = rng.normal(size=(4, 3, 49, 3)).astype(np.float32)
+    params = model.init(jax.random.key(0), features, kp2d=kp2d)["params"]
+    expected = model.apply({"params": params}, features, train=True, kp2d=kp2d)["x"]
+    keys = jax.random.split(jax.random.key(1), 4)
+    for dropout_keys in (None, keys):  # one batched apply; one apply per example (vmapped)
+        got = apply_for_training(model, params, features, dropout_keys, {"kp2d": kp2d})["x"]
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
