@@ -415,6 +415,9 @@ def initial_params(config, params: dict, read_run) -> dict:
             logging.warning("SATN with model.dsd_run '' and model.finetune_dsd False: DSD stays "
                             "at its random initialisation.")  # fmt: skip
         return params
+    if "dsd" not in params:  # FromPixels holds the model under params['inner']
+        raise ValueError(f"model.dsd_run is '{run}', but a model with model.backbone does not "
+                         "load a DSD run (expected model.dsd_run '' with a backbone).")  # fmt: skip
     try:
         saved, loaded = read_run(run)
     except Exception as error:  # a missing, damaged or foreign run: named in one sentence
