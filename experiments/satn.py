@@ -18,8 +18,9 @@ finetune_dsd, DSD's skeleton term (`loss_skeleton2d`).
 Variants (the shared ones of lmr_jax.config; the variants' width sets SATN's tcn_width, DSD
 keeps its widths so that it matches experiments/dsd.py's same variant):
 - default: the paper's SATN (8 heads of 64, FFN 2048, TCN 1024);
-- `cpu`: TCN 256 and FFN 512 (the paper's FFN is 4x the 512-d tokens; 1x here keeps a step
-  on a 2-core CPU near a second); stage 2 of experiments/dsd.py:cpu;
+- `cpu`: TCN 256 and FFN 512 (the paper's FFN is 4x the 512-d tokens; 1x here), stage 2 of
+  experiments/dsd.py:cpu; measured on a shared 2-core CPU (load ~8) at 0.3 steps/s (DSD's
+  `cpu` at 1 step/s), so its 400 steps take about 25 minutes;
 - `bench` (experiments/benchmarks/accuracy.py): TCN 128, FFN 512, and DSD trained jointly from
   the seed (finetune_dsd, dsd_run ''): the benchmark's rows are independent runs, so SATN's row
   cannot start from the DSD row's run;
