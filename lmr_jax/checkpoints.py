@@ -174,6 +174,30 @@ def restore_params(workdir: str, step: int | None = None) -> Any:
     return restore_saved_state(workdir, step)["params"]
 
 
+def has_checkpoint(workdir: str) -> bool:
+    """Whether `workdir` holds a checkpoint of a run (a resume); creates nothing."""
+    if not os.path.isdir(os.path.join(os.path.abspath(workdir), "checkpoints")):
+        return False
+    return open_checkpoints(workdir).latest_step() is not None
+
+
+def read_run(workdir: str, step: int | None = None) -> tuple[Any, Any]:
+    """(the model config saved with a run's checkpoint, read as `read_meta` reads it; its
+    parameters) of the latest checkpoint of `workdir` (or of `step`), whatever topology saved
+    it: what a system's `initial_params` hook reads another run through (models.initial_params).
+
+    Raises:
+      TrainingError: the workdir has no checkpoint.
+      DamagedCheckpointError: the checkpoint's files do not read.
+    """
+    mngr = open_checkpoints(workdir)
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise TrainingError(f"no checkpoint in {mngr.directory}; train first (--mode=train).")
+    meta, params = read_checkpoint(mngr, step)
+    return meta.get("compat", {}).get("model"), params
+
+
 def read_checkpoint(mngr: ocp.CheckpointManager, step: int) -> tuple[dict, Any]:
     """The metadata (see `read_meta`) and the parameters of the checkpoint at `step`.
 

@@ -51,24 +51,31 @@ def uses_dropout(model) -> bool:
     return any(getattr(model, field, 0.0) > 0 for field in ("dropout", "regressor_dropout"))
 
 
-def apply_for_training(model, params, features: jnp.ndarray, dropout_keys: jnp.ndarray | None):
+def apply_for_training(
+    model, params, features: jnp.ndarray, dropout_keys: jnp.ndarray | None, inputs=None
+):
     """The model's training outputs for features [B, T, D].
 
     With `dropout_keys` [B] each example runs alone (vmapped) with its own key, so its dropout
     masks do not depend on the examples it is batched with; without, one batched apply.
+    `inputs`: batch fields [B, ...] passed to the model as keyword arguments (the module's
+    `training_inputs`, e.g. DSD's kp2d labels), split per example like the features.
     """
     variables = {"params": params}
+    inputs = {} if inputs is None else dict(inputs)
     if dropout_keys is None:
-        return model.apply(variables, features, train=True)
+        return model.apply(variables, features, train=True, **inputs)
 
-    def one(x, key):
-        return model.apply(variables, x[None], train=True, rngs={"dropout": key})
+    def one(x, key, extra):
+        extra = jax.tree.map(lambda v: v[None], extra)
+        return model.apply(variables, x[None], train=True, rngs={"dropout": key}, **extra)
 
     batched = jax.eval_shape(
-        lambda x: model.apply(variables, x, train=True, rngs={"dropout": dropout_keys[0]}),
-        features,
-    )
-    return jax.tree.map(_merge_examples, jax.vmap(one)(features, dropout_keys), batched)
+        lambda x, extra: model.apply(variables, x, train=True, rngs={"dropout": dropout_keys[0]},
+                                     **extra),
+        features, inputs,
+    )  # fmt: skip
+    return jax.tree.map(_merge_examples, jax.vmap(one)(features, dropout_keys, inputs), batched)
 
 
 def _merge_examples(leaf: jnp.ndarray, batched: jax.ShapeDtypeStruct) -> jnp.ndarray:

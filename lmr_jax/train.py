@@ -32,8 +32,10 @@ from lmr_jax.checkpoints import (
     TrainingError,
     check_compatible,
     checkpoint_manager,
+    has_checkpoint,
     open_checkpoints,
     read_checkpoint,
+    read_run,
     replicate_on_local_devices,
     restore_checkpoint,
     save_checkpoint,
@@ -120,9 +122,12 @@ def train_step(
       The new state and this device's metrics (the loss terms are already averaged).
     """
     keys = dropout_rngs(base_rng, state.step, batch["index"]) if dropout else None
+    # The batch fields the model reads in training besides its features (DSD's kp2d labels
+    # with use_gt_2d): the module's `training_inputs`, none for most models.
+    inputs = {name: batch[name] for name in getattr(model, "training_inputs", ())}
 
     def loss_fn(params):
-        outputs = apply_for_training(model, params, batch["features"], keys)
+        outputs = apply_for_training(model, params, batch["features"], keys, inputs)
         return training_loss(outputs, batch, loss_config, body_model, extra_losses, "data")
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -181,12 +186,18 @@ def make_pmapped_step(
     return run
 
 
-def init_state(config, model, optimizer, features_shape: tuple[int, ...]) -> TrainState:
-    """Initialises parameters from the seed for features of shape [B, T, D]."""
+def init_state(
+    config, model, optimizer, features_shape: tuple[int, ...], from_other_runs: bool = True
+) -> TrainState:
+    """The train state of step 0 for features of shape [B, T, D]: parameters from the seed,
+    with the parts the system takes from other runs (models.initial_params: SATN's trained
+    DSD) unless `from_other_runs` is False (a resumed run, whose checkpoint replaces them)."""
     rng = init_rng(jax.random.PRNGKey(config.seed))
     rank = getattr(model, "input_ndim", 3)  # [B, T, D]; FromPixels takes [B, T, H, W, 3]
     dummy = jnp.zeros((1, *features_shape[-(rank - 1) :]), jnp.float32)
     params = jax.jit(lambda r: model.init({"params": r}, dummy, train=False)["params"])(rng)
+    if from_other_runs and "model" in config:
+        params = models.initial_params(config, params, read_run)
     state = TrainState(
         step=jnp.asarray(0, jnp.int32), params=params, opt_state=optimizer.init(params)
     )
@@ -348,7 +359,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     # --- State, optimizer, checkpoints -----------------------------------------------------
     schedule = learning_rate_schedule(config.optim, num_steps)
     optimizer = make_optimizer(config.optim, num_steps)
-    state = init_state(config, model, optimizer, features_shape)
+    # A resumed run restores its own checkpoint: nothing is read from other runs for it.
+    resuming = has_checkpoint(workdir)
+    state = init_state(config, model, optimizer, features_shape, from_other_runs=not resuming)
     # Created only now that the body model, the model and the data have loaded: a start that
     # fails on a bad input leaves no workdir behind.
     os.makedirs(workdir, exist_ok=True)

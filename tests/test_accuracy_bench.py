@@ -200,3 +200,9 @@ def test_every_row_runs_its_experiment_files_bench_variant_and_a_budget_check_sc
     config_lib.check(hkmr)
     assert (hkmr.model.name, hkmr.model.hidden_size, hkmr.model.pose_prior) == ("hkmr", 160, "")
     assert hkmr.loss.preset == "hkmr_paper" and hkmr.train.num_steps == 1200
+    # SATN: DSD trained jointly from the seed (no row can start from another row's run).
+    satn = bench.run_config(next(r for r in bench.ROWS if r.key == "satn"), 0, "bench",
+                            "synthetic_motion/standard", "data")  # fmt: skip
+    config_lib.check(satn)
+    assert (satn.model.finetune_dsd, satn.model.dsd_run) == (True, "")
+    assert satn.loss.preset == "dsd_paper" and satn.model.tcn_width == 128

@@ -95,6 +95,10 @@ ROWS = (
     Row("VIBE-style", "vibe", "vibe_baseline.py"),
     Row("HMR per frame", "hmr", "hmr_framewise.py"),
     Row("HKMR", "hkmr", "hkmr.py"),  # bench variant: no pose prior, so no L_KL
+    Row("DSD", "dsd", "dsd.py"),
+    # bench variant: DSD trained jointly from the seed (finetune_dsd): a row cannot start from
+    # another row's run, so SATN's is not the paper's two stages.
+    Row("SATN", "satn", "satn.py"),
     Row("Ridge (floor)", "ridge", ""),
 )
 

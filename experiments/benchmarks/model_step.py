@@ -22,7 +22,11 @@ for VIBE's GRU and regressor); row 'lmr_1024' is LMR with VIBE's width in every 
 LMR's forward+backward time at most 2x the VIBE-style baseline's (column 'vs vibe').
 Row 'hkmr' keeps psi's width d = 160 in every setting (as HMR keeps its regressor's 1024) and
 its P = 4 inner iterations; its step here is the same loss as every row's (final iteration, no
-L_KL), not its experiment's 'hkmr_paper' sum over iterations.
+L_KL), not its experiment's 'hkmr_paper' sum over iterations. Rows 'dsd' and 'satn' are one
+shot (V = 1 in every setting) and keep DSD's widths (512); 'satn' is stage 2 (DSD frozen, the
+shuffle on), the setting's hidden width is its tcn_width (models.variant_width_field), and its
+FFN is the default 2048 (experiments/satn.py's cpu and bench variants use 512); their steps
+have the shared loss only (no skeleton or sort term).
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ MODELS = {
     "vibe": ("vibe", {}),
     "hmr": ("hmr", {}),
     "hkmr": ("hkmr", {}),  # d = 160 in every setting (models.variant_width_field), T = 3, P = 4
+    "dsd": ("dsd", {"num_iterations": 1}),  # one shot; its widths (512) in every setting
+    "satn": ("satn", {"num_iterations": 1}),  # on DSD (frozen); the setting's width: its TCN's
 }
 
 _SETTINGS = flags.DEFINE_list("settings", ["small", "paper"], f"of {sorted(SETTINGS)}")

@@ -6,10 +6,13 @@ config: `default_config()` (its fields with their defaults; the fields every sys
 from models.common), `check_config(config)` (ValueError, one sentence) and
 `build(config, body_model)` (the Flax module), and optionally `RENAMED_FIELDS` (old field name
 -> new one, so that configs and checkpoints of before a rename keep loading),
-`VARIANT_WIDTH_FIELD` (the field the shared variants' width sets, see `variant_width_field`)
-and `extra_losses(config, outputs, batch, axis_name)` (loss terms of the system beside the
-shared ones, see `extra_losses` below). `SYSTEMS` below maps a name to that module; a new
-system is one new line there.
+`VARIANT_WIDTH_FIELD` (the field the shared variants' width sets, see `variant_width_field`),
+`extra_losses(config, outputs, batch, axis_name)` (loss terms of the system beside the
+shared ones, see `extra_losses` below) and `initial_params(config, params, read_run)` (the
+parts of a new run's parameters that come from another run, see `initial_params` below).
+A module may declare `training_inputs` (a tuple of batch fields, e.g. ('kp2d',)): the training
+step passes those fields of the batch to it as keyword arguments (rngs.apply_for_training).
+`SYSTEMS` below maps a name to that module; a new system is one new line there.
 
 `build_model(config, body_model)` returns a Flax module for a config from
 `default_model_config(name)`. Every module is called as
@@ -106,6 +109,32 @@ def extra_losses(
         return {}
     terms = terms_fn(config, outputs, batch, axis_name)
     return {name: jnp.asarray(value, jnp.float32) for name, value in terms.items()}
+
+
+def initial_params(config: ml_collections.ConfigDict, params, read_run):
+    """The parameters a new run starts from: `params` (from the seed), with the parts that the
+    system takes from other runs (SATN's params['dsd'] from a trained DSD, model.dsd_run).
+
+    A system module MAY define `initial_params(config, params, read_run) -> params` with this
+    signature; train.init_state calls it for a run that starts from step 0, never for a resumed
+    one (which restores its own checkpoint). `read_run(workdir)` -> (the model config saved
+    with that run's latest checkpoint, its params) is checkpoints.read_run, passed in so that
+    models do not import the checkpoint code (which imports them).
+
+    Args:
+      config: the whole run config (config.model names the system).
+      params: the parameters initialised from the seed.
+      read_run: workdir -> (saved model config, params); raises TrainingError for a workdir
+        without a readable checkpoint.
+
+    Returns:
+      The parameters, of the same tree and shapes as `params` (the system checks it).
+
+    Raises:
+      ValueError: one sentence naming the field whose run cannot be used.
+    """
+    params_fn = getattr(_system(config.model.get("name", "")), "initial_params", None)
+    return params if params_fn is None else params_fn(config, params, read_run)
 
 
 def renamed_fields(name: str) -> dict[str, str]:
@@ -310,6 +339,7 @@ __all__ = [
     "default_model_config",
     "extra_losses",
     "gru_scan",
+    "initial_params",
     "load_mean_params",
     "matched_single_rnn_width",
     "model_param_count",

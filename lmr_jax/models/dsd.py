@@ -29,8 +29,9 @@ the caller passes the batch's `kp2d` [B, T, J, 3] (the model's joint layout, con
 joints with confidence > 0 replace the predicted ones at the bilinear input (never at test
 time, when there are no labels). Default False: the paper trains end to end from its predicted
 skeleton and says nothing of substituting labels, and a model trained on ground-truth skeletons
-meets its own noisier ones only at test time. The training loop passes only features today, so
-the switch needs the wiring to pass `kp2d=batch['kp2d']` (see the module `extra_losses`).
+meets its own noisier ones only at test time. With the switch on, the module's
+`training_inputs` is ('kp2d',), so the training step passes it `kp2d=batch['kp2d']`
+(rngs.apply_for_training, models/__init__.py).
 
 Loss terms (`extra_losses`, added to the shared eq. 5 terms by the training loop): L_2DJ, the
 skeleton's confidence-weighted L1 against the common-14 joints of the batch's kp2d (losses.
@@ -268,6 +269,11 @@ class DSD(nn.Module):
     num_iterations: int = 1
     dtype: Any = jnp.float32
 
+    @property
+    def training_inputs(self) -> tuple[str, ...]:
+        """The batch fields the training step passes (the labels, with use_gt_2d)."""
+        return gt_inputs(self)
+
     @nn.compact
     def __call__(self, features: jnp.ndarray, *, train: bool = False, kp2d=None, state=None,
                  return_state=False):  # fmt: skip
@@ -279,6 +285,11 @@ class DSD(nn.Module):
         outputs = {**body_outputs(self, out), "skeleton2d": out["skeleton2d"],
                    "bilinear": out["bilinear"]}  # fmt: skip
         return (outputs, ()) if return_state else outputs
+
+
+def gt_inputs(module: nn.Module) -> tuple[str, ...]:
+    """DSD's and SATN's `training_inputs`: ('kp2d',) with use_gt_2d, else none."""
+    return ("kp2d",) if module.use_gt_2d else ()
 
 
 def dsd_forward(module: nn.Module, features: jnp.ndarray, *, train: bool, kp2d=None) -> dict:

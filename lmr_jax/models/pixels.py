@@ -85,6 +85,10 @@ class FromPixels(nn.Module):
     def regressor_dropout(self) -> float:
         return getattr(self.inner, "regressor_dropout", 0.0)
 
+    @property
+    def training_inputs(self) -> tuple[str, ...]:  # the batch fields the inner model reads
+        return tuple(getattr(self.inner, "training_inputs", ()))
+
     def backbone(self) -> nn.Module:
         """The ResNet (unbound: its variables are passed explicitly), BatchNorm frozen."""
         return resnet(self.depth, width=self.width, bn_mode="frozen", dtype=self.dtype, parent=None)
@@ -101,8 +105,9 @@ class FromPixels(nn.Module):
         return random_resnet_variables(rng, shapes)
 
     @nn.compact
-    def __call__(self, images: jnp.ndarray, *, train: bool = False) -> dict:
-        """The inner model's outputs for normalised images [B, T, H, W, 3]."""
+    def __call__(self, images: jnp.ndarray, *, train: bool = False, **inputs) -> dict:
+        """The inner model's outputs for normalised images [B, T, H, W, 3] (`inputs`: the
+        batch fields of the inner model's `training_inputs`, passed on)."""
         if self.mode not in MODES:
             raise ValueError(f"model.backbone.mode is '{self.mode}', expected one of {MODES}.")
         if images.ndim != 5 or images.shape[-1] != 3:
@@ -119,7 +124,7 @@ class FromPixels(nn.Module):
         features = self.backbone().apply(variables, flat.astype(self.dtype), train=False)
         if self.mode == "frozen":
             features = jax.lax.stop_gradient(features)
-        return self.inner(features.reshape(batch, time, -1), train=train)
+        return self.inner(features.reshape(batch, time, -1), train=train, **inputs)
 
 
 def random_resnet_variables(rng: jax.Array, shapes: dict) -> dict:

@@ -57,18 +57,26 @@ SATN runs on DSD: `SATN` holds DSD's regressor under params['dsd'] (the same tre
 model's, so stage 2 loads a trained DSD's params['dsd']) and the core under params['satn'].
 Two stages as the paper: train DSD, then SATN on DSD's features with DSD frozen (default,
 `finetune_dsd` False: stop_gradient on DSD's outputs, so its parameters get zero gradients);
-`finetune_dsd` True trains both. Extra outputs: `skeleton2d`, `bilinear` (DSD's),
-`sort_positions` and `sort_targets` [B, T, 9] (the sort head's predictions and the normalised
-original positions of each window's slots).
+`finetune_dsd` True trains both. Stage 2 starts from a trained DSD with `dsd_run` (the
+--workdir of a DSD run, experiments/dsd.py): a new SATN run's params['dsd'] are that run's
+latest checkpoint's (`initial_params`, the registry hook train.init_state calls for a run
+from step 0; a resumed run restores its own checkpoint and reads nothing from `dsd_run`),
+refused, naming the field, when that run's DSD fields (`DSD_FIELDS`) or parameter shapes
+differ from this config's. `dsd_run` '' starts DSD from the seed: trained jointly with
+`finetune_dsd`, else left at its random initialisation (a warning says so). Extra outputs:
+`skeleton2d`, `bilinear` (DSD's), `sort_positions` and `sort_targets` [B, T, 9] (the sort
+head's predictions and the normalised original positions of each window's slots).
 
 Config (`default_config`): the shared fields, DSD's (models.dsd), and num_heads (8), head_dim
 (64), ffn_width (2048), attention_layers (2), dropout (0.1), tcn_width (1024), tcn_dropout
 (0.25), frame_step (1), shuffle (True), w_sort (1.0: the paper gives no weight for L_s),
-finetune_dsd (False).
+finetune_dsd (False), dsd_run (''). The shared variants' width (config.set_hidden_size: 32 in
+smoke, 256 in cpu, 128 in bench) sets tcn_width (`VARIANT_WIDTH_FIELD`); DSD keeps its widths.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -76,6 +84,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
+from flax import traverse_util
 
 from lmr_jax import losses
 from lmr_jax import smpl as smpl_lib
@@ -84,6 +94,10 @@ from lmr_jax.models.dsd import AffineNorm
 from lmr_jax.models.layers import StackedDense, head_init
 from lmr_jax.models.params import MeanParams
 
+VARIANT_WIDTH_FIELD = "tcn_width"  # the shared variants' width (models.variant_width_field)
+# The fields that make a DSD's parameters mean the same (its widths, the mean the head's
+# residual is added to): a `dsd_run` must have this config's.
+DSD_FIELDS = ("skeleton_hidden", "detail_width", "bilinear_width", "mean_params")
 WINDOW = 9  # frames per window; the TCN's receptive field (3 + 2 * 3)
 CENTRE = WINDOW // 2
 
@@ -285,6 +299,11 @@ class SATN(nn.Module):
     num_iterations: int = 1
     dtype: Any = jnp.float32
 
+    @property
+    def training_inputs(self) -> tuple[str, ...]:
+        """The batch fields the training step passes (the labels, with use_gt_2d)."""
+        return dsd.gt_inputs(self)
+
     @nn.compact
     def temporal(self, features: jnp.ndarray, *, train: bool = False, kp2d=None,
                  permutation=None) -> dict:  # fmt: skip
@@ -330,6 +349,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.shuffle = True
     config.w_sort = 1.0
     config.finetune_dsd = False
+    config.dsd_run = ""
     return config
 
 
@@ -342,6 +362,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     common.check_rate(config, ("dropout", "tcn_dropout"))
     if float(config.w_sort) < 0:
         raise ValueError(f"model.w_sort is {config.w_sort}, expected >= 0.")
+    run = config.dsd_run
+    if run and not os.path.isdir(os.path.join(run, "checkpoints")):
+        raise ValueError(f"model.dsd_run is '{run}', which holds no checkpoints (expected the "
+                         "--workdir of a DSD run of experiments/dsd.py, or '' to start DSD from "
+                         "the seed).")  # fmt: skip
 
 
 def build(config: ml_collections.ConfigDict, body_model: smpl_lib.SMPLModel) -> SATN:
@@ -373,3 +398,52 @@ def extra_losses(config, outputs: dict, batch: dict, axis_name=None) -> dict[str
     if config.finetune_dsd:
         terms.update(dsd.extra_losses(config, outputs, batch, axis_name))
     return terms
+
+
+def initial_params(config, params: dict, read_run) -> dict:
+    """`params` with params['dsd'] from the trained DSD of model.dsd_run (models.initial_params;
+    `read_run` is checkpoints.read_run); `params` unchanged when dsd_run is ''.
+
+    Raises:
+      ValueError: one sentence: the run holds no readable checkpoint, is not a DSD (or SATN)
+        run, or has another DSD field (`DSD_FIELDS`) or parameter shape than this config.
+    """
+    model = dsd.model_config(config)
+    run = model.dsd_run
+    if not run:
+        if not model.finetune_dsd:
+            logging.warning("SATN with model.dsd_run '' and model.finetune_dsd False: DSD stays "
+                            "at its random initialisation.")  # fmt: skip
+        return params
+    if "dsd" not in params:  # FromPixels holds the model under params['inner']
+        raise ValueError(f"model.dsd_run is '{run}', but a model with model.backbone does not "
+                         "load a DSD run (expected model.dsd_run '' with a backbone).")  # fmt: skip
+    try:
+        saved, loaded = read_run(run)
+    except Exception as error:  # a missing, damaged or foreign run: named in one sentence
+        raise ValueError(f"model.dsd_run is '{run}', which holds no readable checkpoint "
+                         f"({str(error).rstrip('.')}).") from error  # fmt: skip
+    saved = saved if isinstance(saved, dict) else {}
+    if saved.get("name") not in ("dsd", "satn") or "dsd" not in loaded:
+        raise ValueError(f"model.dsd_run is '{run}', a run of model '{saved.get('name')}', "
+                         "expected a DSD run (experiments/dsd.py).")  # fmt: skip
+    for field in DSD_FIELDS:
+        if saved.get(field) != model[field]:
+            raise ValueError(f"model.dsd_run '{run}' trained DSD with model.{field} "
+                             f"{saved.get(field)!r}, but this config has {model[field]!r}; "
+                             "expected the same DSD fields.")  # fmt: skip
+    return {**params, "dsd": _same_tree(run, loaded["dsd"], params["dsd"])}
+
+
+def _same_tree(run: str, loaded: dict, initial: dict) -> dict:
+    """`loaded` (a DSD's params) checked against the tree and shapes of `initial`, as its
+    dtypes."""
+    have, want = traverse_util.flatten_dict(loaded), traverse_util.flatten_dict(initial)
+    for path in sorted(set(have) | set(want)):
+        there, here = (tuple(np.shape(t[path])) if path in t else None for t in (have, want))
+        if there != here:
+            raise ValueError(f"model.dsd_run '{run}' has DSD parameter {'/'.join(path)} of "
+                             f"shape {there}, this model {here} (features of "
+                             "another dimension?); expected the same.")  # fmt: skip
+    out = {path: jnp.asarray(have[path], want[path].dtype) for path in want}
+    return traverse_util.unflatten_dict(out)
