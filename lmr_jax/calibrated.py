@@ -90,7 +90,7 @@ def calibrated_meshes(
 
 
 def calibrate_frames(body_model, lift: Callable | None, pred: dict, labels: dict, weights,
-                     modes=MODES) -> dict[str, np.ndarray]:  # fmt: skip
+                     modes=MODES) -> dict[str, jnp.ndarray]:  # fmt: skip
     """The uncalibrated and calibrated vertices of a chunk of frames.
 
     Args:
@@ -113,7 +113,7 @@ def calibrate_frames(body_model, lift: Callable | None, pred: dict, labels: dict
     }
     targets = {mode: makers[mode]() for mode in modes}
     out = calibrated_meshes(body_model, vertices, targets, weights)
-    return {"base": np.asarray(vertices), **{k: np.asarray(v) for k, v in out.items()}}
+    return {"base": vertices, **out}
 
 
 def evaluate_calibrated(
