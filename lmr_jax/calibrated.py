@@ -167,8 +167,8 @@ def evaluate_calibrated(
         raise ValueError(f"the calibrated evaluation found no video the '{protocol}' protocol "
                          f"scores (videos need at least {window} frames).")  # fmt: skip
     results = {}
-    for row, errors in pooled.items():
-        errors = {k: np.concatenate(v) for k, v in errors.items()}
+    for row in ("base", *modes):  # the table's order (a jitted dict comes back key-sorted)
+        errors = {k: np.concatenate(v) for k, v in pooled[row].items()}
         results[row] = {"overall": metrics.summarize(errors),
                         "frames": int(np.isfinite(errors["MPJPE"]).sum())}  # fmt: skip
     return results
