@@ -180,11 +180,42 @@ def _chunked(fn: Callable, pred: dict, labels: dict, chunk: int = evaluate.CHUNK
     keys = ("vertices", "joints3d", "cam")
     parts = []
     for begin in range(0, n, chunk):
-        cut = lambda d, ks: {k: evaluate._padded(np.asarray(d[k])[begin : begin + chunk], chunk)
-                             for k in ks}  # fmt: skip
+        cut = lambda d, ks, b=begin: {k: evaluate._padded(np.asarray(d[k])[b : b + chunk], chunk)
+                                      for k in ks}  # fmt: skip
         out = fn(cut(pred, keys), cut(labels, ("kp2d", "pose", "shape")))
         parts.append({k: np.asarray(v)[: min(chunk, n - begin)] for k, v in out.items()})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def serial_calibration(lifter: lifter_lib.Lifter, body_model: smpl.SMPLModel,
+                       vertices: np.ndarray, joints3d: np.ndarray, cam: np.ndarray,
+                       nonrigid: bool = True) -> dict[str, np.ndarray]:  # fmt: skip
+    """Serial PC-HMR on a predicted sequence (what `lmr-predict --calibration=LIFTER` adds).
+
+    Args:
+      lifter: the trained lifter.
+      body_model: the body model of `vertices`.
+      vertices: [N, V, 3], joints3d: [N, 49, 3] (vibe49), cam: [N, 3] of the base prediction.
+      nonrigid: False: W = 0 (the w/o Non-Rigid ablation).
+
+    Returns:
+      {'vertices_calibrated' [N, V, 3], 'joints_h36m17_target' [N, 17, 3]}.
+    """
+    weights = initial_weights(body_model, nonrigid)
+
+    @jax.jit
+    def chunk_fn(pred, labels):
+        del labels
+        joints_hmr = smpl.layout_joints(body_model, pred["vertices"], None, _LAYOUT)
+        target = serial_targets(lifter.lift, pred["joints3d"], pred["cam"], joints_hmr)
+        mesh = calibrated_meshes(body_model, pred["vertices"], {"serial": target}, weights)
+        return {"vertices_calibrated": mesh["serial"], "joints_h36m17_target": target}
+
+    n = len(vertices)
+    labels = {"kp2d": np.zeros((n, 49, 3), np.float32), "pose": np.zeros((n, 72), np.float32),
+              "shape": np.zeros((n, 10), np.float32)}  # fmt: skip
+    pred = {"vertices": vertices, "joints3d": joints3d, "cam": cam}
+    return _chunked(chunk_fn, pred, labels, chunk=64)
 
 
 ROW_LABELS = {"base": "base (uncalibrated)", "serial": "serial PC-HMR",

@@ -104,3 +104,21 @@ def test_side_by_side_with_gt_targets_lowers_the_errors():
     assert gt["PA-MPJPE"] < base["PA-MPJPE"]
     table = calibrated.results_table(results)
     assert "GT 3D pose (upper bound)" in table and "base (uncalibrated)" in table
+
+
+def test_serial_calibration_of_a_prediction_is_the_serial_mesh():
+    body = body_model()
+    pred, _ = _frames()
+    config = lifter_lib.default_config().model
+    config.update(hidden_size=8, num_blocks=1)
+    module = lifter_lib.PoseLifter(**config.to_dict())
+    params = module.init(jax.random.key(0), jnp.zeros((1, lifter_lib.INPUT_DIM)))["params"]
+    lifter = lifter_lib.Lifter(params, config)
+    out = calibrated.serial_calibration(lifter, body, pred["vertices"], pred["joints3d"],
+                                        pred["cam"])  # fmt: skip
+    joints_hmr = smpl.layout_joints(body, pred["vertices"], None, "h36m17")
+    lifted = lifter.lift(calibrated.serial_keypoints(pred["joints3d"], pred["cam"]))
+    np.testing.assert_allclose(out["joints_h36m17_target"], lifted + joints_hmr[:, :1],
+                               atol=1e-5)  # fmt: skip
+    assert out["vertices_calibrated"].shape == pred["vertices"].shape
+    assert np.abs(out["vertices_calibrated"] - pred["vertices"]).max() > 1e-3  # it moved
