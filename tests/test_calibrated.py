@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmr_jax import calibrated, geometry, smpl
+from lmr_jax import calibrated, calibrated_eval, geometry, smpl
 from lmr_jax.models import lifter as lifter_lib
 from tests.models.small_models import body_model
 
@@ -94,7 +94,7 @@ def test_side_by_side_with_gt_targets_lowers_the_errors():
     def apply_fn(features):  # the base run: the regressed frames, whatever the window
         return {k: v[None] for k, v in pred.items()}
 
-    results = calibrated.evaluate_calibrated(apply_fn, [video], body, window, None,
+    results = calibrated_eval.evaluate_calibrated(apply_fn, [video], body, window, None,
                                              calibrated.initial_weights(body),
                                              modes=("gt",))  # fmt: skip
     base, gt = results["base"]["overall"], results["gt"]["overall"]
@@ -102,7 +102,7 @@ def test_side_by_side_with_gt_targets_lowers_the_errors():
     assert gt["MPJPE"] < 0.5 * base["MPJPE"]
     assert gt["PVE"] < 0.5 * base["PVE"]
     assert gt["PA-MPJPE"] < base["PA-MPJPE"]
-    table = calibrated.results_table(results)
+    table = calibrated_eval.results_table(results)
     assert "GT 3D pose (upper bound)" in table and "base (uncalibrated)" in table
 
 

@@ -93,3 +93,14 @@ def test_training_pairs_are_the_gt_meshes_h36m_joints_root_relative():
     h36m = np.einsum("jv,fvc->fjc", np.asarray(body.J_regressor_h36m), np.asarray(vertices))
     np.testing.assert_allclose(targets, h36m - h36m[:, :1], atol=1e-5)
     np.testing.assert_allclose(inputs, np.asarray(normalize(video["kp2d"][[0, 2]])), atol=1e-6)
+
+
+def test_experiment_variants():
+    from experiments import pchmr_lifter
+
+    default = pchmr_lifter.get_config("")
+    assert default.model.to_dict() == {"hidden_size": 1024, "num_blocks": 2, "dropout": 0.5}
+    assert pchmr_lifter.get_config("cpu").data.name == "synthetic_motion/small"
+    assert pchmr_lifter.get_config("smoke").optim.num_steps == 5
+    with pytest.raises(ValueError, match="unknown config variant 'big'"):
+        pchmr_lifter.get_config("big")
