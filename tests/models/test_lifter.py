@@ -101,6 +101,7 @@ def test_experiment_variants():
     default = pchmr_lifter.get_config("")
     assert default.model.to_dict() == {"hidden_size": 1024, "num_blocks": 2, "dropout": 0.5}
     assert pchmr_lifter.get_config("cpu").data.name == "synthetic_motion/small"
+    assert pchmr_lifter.get_config("cpu_standard").data.name == "synthetic_motion/standard"
     assert pchmr_lifter.get_config("smoke").optim.num_steps == 5
     with pytest.raises(ValueError, match="unknown config variant 'big'"):
         pchmr_lifter.get_config("big")
