@@ -123,7 +123,7 @@ def serial_calibration(lifter: lifter_lib.Lifter, body_model: smpl.SMPLModel,
     """Serial PC-HMR on a predicted sequence (what `lmr-predict --calibration=LIFTER` adds).
 
     Args:
-      lifter: the trained lifter.
+      lifter: the trained lifter (anything with its `lift`).
       body_model: the body model of `vertices`.
       vertices: [N, V, 3], joints3d: [N, 49, 3] (vibe49), cam: [N, 3] of the base prediction.
       nonrigid: False: W = 0 (the w/o Non-Rigid ablation).

@@ -41,32 +41,34 @@ def test_serial_keypoints_are_the_weak_perspective_projection():
     np.testing.assert_allclose(kp, [[[1.2, -0.9, 1.0], [1.0, 0.3, 1.0]]], atol=1e-6)
 
 
+class _PerfectLifter:
+    """The stub 'lifter': records its input, returns the true pelvis-relative joints."""
+
+    def __init__(self, true_rel):
+        self.true_rel, self.seen = true_rel, []
+
+    def lift(self, kp2d):  # [F', 49, 3] -> [F', 17, 3]; F' >= F: padded frames get zeros
+        self.seen.append(kp2d)
+        out = jnp.zeros((*kp2d.shape[:-2], *self.true_rel.shape[1:]))
+        return out.at[: len(self.true_rel)].set(self.true_rel)
+
+
 def test_serial_targets_with_a_perfect_lifter_give_a_mesh_on_the_targets():
     body = body_model()
     pred, labels = _frames()
     true_rel = np.asarray(lifter_lib.lifter_targets(body, labels["pose"], labels["shape"]))
-    seen = {}
-
-    def perfect_lift(kp2d):  # the stub 'lifter': records its input, returns the true joints
-        seen["kp2d"] = kp2d
-        return jnp.asarray(true_rel)
-
-    @jax.jit
-    def serial(pred, weights):
-        joints_hmr = smpl.layout_joints(body, pred["vertices"], None, "h36m17")
-        targets = calibrated.serial_targets(perfect_lift, pred["joints3d"], pred["cam"],
-                                            joints_hmr)  # fmt: skip
-        mesh = calibrated.calibrated_meshes(body, pred["vertices"], {"s": targets}, weights)["s"]
-        kp2d = geometry.weak_perspective_project(pred["joints3d"], pred["cam"])
-        joints_cal = smpl.layout_joints(body, mesh, None, "h36m17")
-        return joints_hmr, targets, joints_cal, kp2d, seen["kp2d"]
-
-    joints_hmr, targets, joints_cal, kp2d, lifted_from = serial(
-        pred, calibrated.initial_weights(body)
-    )
-    np.testing.assert_allclose(np.asarray(lifted_from)[..., :2], kp2d, atol=1e-6)
-    np.testing.assert_array_equal(np.asarray(lifted_from)[..., 2], 1.0)
+    stub = _PerfectLifter(true_rel)
+    joints_hmr = smpl.layout_joints(body, pred["vertices"], None, "h36m17")
+    targets = calibrated.serial_targets(stub.lift, pred["joints3d"], pred["cam"], joints_hmr)
+    kp2d = geometry.weak_perspective_project(pred["joints3d"], pred["cam"])
+    np.testing.assert_allclose(np.asarray(stub.seen[0])[..., :2], kp2d, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(stub.seen[0])[..., 2], 1.0)
     np.testing.assert_allclose(targets, true_rel + np.asarray(joints_hmr)[:, :1], atol=1e-6)
+    # What `lmr-predict --calibration` runs, with the same stub lifter.
+    out = calibrated.serial_calibration(stub, body, pred["vertices"], pred["joints3d"],
+                                        pred["cam"])  # fmt: skip
+    np.testing.assert_allclose(out["joints_h36m17_target"], targets, atol=1e-5)
+    joints_cal = smpl.layout_joints(body, jnp.asarray(out["vertices_calibrated"]), None, "h36m17")
     before = np.linalg.norm(np.asarray(joints_hmr) - np.asarray(targets), axis=-1).mean()
     after = np.linalg.norm(np.asarray(joints_cal) - np.asarray(targets), axis=-1).mean()
     assert before > 0.03  # the regressed pose is tens of mm off
@@ -104,21 +106,3 @@ def test_side_by_side_with_gt_targets_lowers_the_errors():
     assert gt["PA-MPJPE"] < base["PA-MPJPE"]
     table = calibrated_eval.results_table(results)
     assert "GT 3D pose (upper bound)" in table and "base (uncalibrated)" in table
-
-
-def test_serial_calibration_of_a_prediction_is_the_serial_mesh():
-    body = body_model()
-    pred, _ = _frames()
-    config = lifter_lib.default_config().model
-    config.update(hidden_size=8, num_blocks=1)
-    module = lifter_lib.PoseLifter(**config.to_dict())
-    params = module.init(jax.random.key(0), jnp.zeros((1, lifter_lib.INPUT_DIM)))["params"]
-    lifter = lifter_lib.Lifter(params, config)
-    out = calibrated.serial_calibration(lifter, body, pred["vertices"], pred["joints3d"],
-                                        pred["cam"])  # fmt: skip
-    joints_hmr = smpl.layout_joints(body, pred["vertices"], None, "h36m17")
-    lifted = lifter.lift(calibrated.serial_keypoints(pred["joints3d"], pred["cam"]))
-    np.testing.assert_allclose(out["joints_h36m17_target"], lifted + joints_hmr[:, :1],
-                               atol=1e-5)  # fmt: skip
-    assert out["vertices_calibrated"].shape == pred["vertices"].shape
-    assert np.abs(out["vertices_calibrated"] - pred["vertices"]).max() > 1e-3  # it moved
