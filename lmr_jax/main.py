@@ -46,6 +46,9 @@ _OVERLAP = flags.DEFINE_integer("overlap", None, "predict: frames shared by neig
                                 "windows (default half the window).")  # fmt: skip
 _FPS = flags.DEFINE_float("fps", None, "predict: frame rate of the .glb animation (default the "
                           "video's, else 30).")  # fmt: skip
+_CALIBRATION = flags.DEFINE_string("calibration", None, "predict: a pose lifter run "
+                                   "(lmr_jax.models.lifter): also write the serial PC-HMR "
+                                   "calibrated mesh.")  # fmt: skip
 _IMAGES = flags.DEFINE_string("images", None, "extract: a folder of frames (sorted image files) "
                               "instead of --video.")  # fmt: skip
 _BBOXES = flags.DEFINE_string("bboxes", None, "extract: the person's boxes: .npz with bbox "
@@ -143,7 +146,7 @@ def _predict(config) -> None:
             _WORKDIR.value, config=config, input_path=_INPUT.value, video=video,
             extraction=extraction, split=_SPLIT.value, output=_OUTPUT.value,
             obj_dir=_OBJ_DIR.value, glb=_GLB.value, overlap=_OVERLAP.value, fps=_FPS.value,
-            smpl_path=smpl_path,
+            smpl_path=smpl_path, calibration=_CALIBRATION.value,
         )  # fmt: skip
     except (ValueError, train.TrainingError, DatasetError, smpl.SMPLFileError) as e:
         fail(str(e))

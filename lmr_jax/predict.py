@@ -27,7 +27,9 @@ camera, as the training data; crop coordinates in [-1, 1] across the person crop
   frame_ids [N] int32; pose [N, 72] axis-angle (global orientation first); rotmats
   [N, 24, 3, 3]; betas [N, 10]; cam [N, 3] weak-perspective [s, tx, ty] of the crop
   (x_crop = s * (X + t)); vertices [N, 6890, 3]; faces [F, 3] int32; joints_vibe49 [N, 49, 3];
-  joints_common14 [N, 14, 3]; kp2d [N, 49, 2] crop coordinates; and with a bbox:
+  joints_common14 [N, 14, 3]; kp2d [N, 49, 2] crop coordinates; with --calibration=LIFTER_RUN
+  (serial PC-HMR, lmr_jax/calibrated.py) vertices_calibrated [N, 6890, 3] and
+  joints_h36m17_target [N, 17, 3] (the lifted target joints); and with a bbox:
   bbox [N, 4], cam_image [N, 3] = [s, tx, ty] in pixels with x_pixel = s * X + (tx, ty) (and
   the same for y), kp2d_image [N, 49, 2] pixels. Scalars: model, step, window, overlap.
 Vertices and joints are in the model's own frame (not centred); project them with `cam` or
@@ -316,6 +318,7 @@ def run(
     overlap: int | None = None,
     fps: float | None = None,
     smpl_path: str | None = None,
+    calibration: str | None = None,
 ) -> list[str]:
     """`--mode=predict`: predicts one sequence, writes the `.npz` (and `.obj`s / `.glb`).
 
@@ -333,6 +336,10 @@ def run(
       overlap: frames shared by neighbouring windows (None: half the window).
       fps: frame rate of the `.glb` animation (None: the features file's `fps`, else 30).
       smpl_path: SMPL model file or folder.
+      calibration: a pose lifter run (lmr_jax.models.lifter): serial PC-HMR on the prediction
+        (lmr_jax.calibrated.serial_calibration, the untrained calibration module) adds
+        `vertices_calibrated` and `joints_h36m17_target` to the `.npz`, and the `.obj`s /
+        `.glb` show the calibrated mesh.
 
     Returns:
       The paths written: the features file when extracted, the `.npz`, then `obj_dir` and `glb`
@@ -351,6 +358,11 @@ def run(
     if video is not None and config is None:
         raise PredictError("--video needs --config=experiments/<name>.py to know the dataset.")
     model, params, info = load_run(workdir, config.model if config else None, smpl_path)
+    lifter = None
+    if calibration is not None:
+        from lmr_jax.models import lifter as lifter_lib
+
+        lifter = lifter_lib.load_lifter(calibration)  # a bad path fails before any work
     width = feature_width(params)
     run_dir, _ = _split_checkpoint_path(workdir)
     written, name = [], None
@@ -370,6 +382,14 @@ def run(
         name = name or os.path.splitext(os.path.basename(input_path))[0]
     result = predict_sequence(model, params, info["body_model"], source["features"],
                               info["window"], overlap)  # fmt: skip
+    shown = result["vertices"]
+    if lifter is not None:
+        from lmr_jax import calibrated
+
+        result.update(calibrated.serial_calibration(lifter, info["body_model"],
+                                                    result["vertices"], result["joints_vibe49"],
+                                                    result["cam"]))  # fmt: skip
+        shown = result["vertices_calibrated"]
     output = output or os.path.join(run_dir, "predict", f"{name}.npz")
     meta = dict(model=info["model_config"].name, step=info["step"], window=info["window"],
                 overlap=info["window"] // 2 if overlap is None else overlap)  # fmt: skip
@@ -378,11 +398,11 @@ def run(
                      source.get("crop_scale", KEYPOINT_CROP_SCALE))  # fmt: skip
     written.append(output)
     if obj_dir:
-        export.write_obj_sequence(obj_dir, result["vertices"], faces,
+        export.write_obj_sequence(obj_dir, shown, faces,
                                   frame_ids=source["frame_ids"])  # fmt: skip
         written.append(obj_dir)
     if glb:
-        export.write_glb(glb, result["vertices"], faces, fps=fps or source.get("fps") or 30.0)
+        export.write_glb(glb, shown, faces, fps=fps or source.get("fps") or 30.0)
         written.append(glb)
     return written
 

@@ -11,7 +11,10 @@ from lmr_jax import models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Experiments that train something else than a mesh regressor (tested where they live).
-OTHER = {"hkmr_pose_prior": "tests/models/test_pose_prior.py"}
+OTHER = {
+    "hkmr_pose_prior": "tests/models/test_pose_prior.py",
+    "pchmr_lifter": "tests/models/test_lifter.py",
+}
 EXPERIMENTS = sorted(n[:-3] for n in os.listdir(f"{REPO}/experiments")
                      if n.endswith(".py") and n[:-3] not in OTHER)  # fmt: skip
 # Experiments that choose their own widths (lmr_frames: LMR beside a ResNet on the CPU budget).

@@ -57,6 +57,11 @@ Choices where the paper is silent:
   select ops). Both are about 0.1% of HMR's 3.5 GFLOPs (the paper's Table 2): the calibration
   itself adds nothing measurable; the serial and parallel forms differ by their lifter / pose
   stream, not by this module.
+
+The lifter is models/lifter.py; serial and parallel targets, the calibrated meshes and
+`lmr-predict --calibration` are in lmr_jax/calibrated.py, the side-by-side evaluation in
+lmr_jax/calibrated_eval.py. Not built yet: stage 2 (W, A and the networks fine-tuned end to end
+with 3D mesh supervision).
 """
 
 from __future__ import annotations
