@@ -44,7 +44,6 @@ Run: `python -m lmr_jax.models.lifter --config=experiments/pchmr_lifter.py:cpu
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -54,11 +53,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from absl import logging
 
 from lmr_jax import geometry
 from lmr_jax import smpl as smpl_lib
+from lmr_jax.models import saved
 
 INPUT_SLOTS = tuple(smpl_lib.VIBE49_TO_COMMON14)  # vibe49 entries of the 14 input joints
 INPUT_HIPS = tuple(smpl_lib.COMMON14_PELVIS)  # the hips within the 14
@@ -268,11 +267,7 @@ def lifter_dir(workdir: str) -> str:
 
 def save_lifter(lifter: Lifter, workdir: str) -> None:
     """Writes WORKDIR/lifter/{params (Orbax), config.json}, replacing an earlier one."""
-    folder = lifter_dir(workdir)
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(os.path.join(folder, "params"), lifter.params, force=True)
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(lifter.model.to_dict(), f)
+    saved.save(lifter_dir(workdir), lifter.params, lifter.model)
 
 
 def load_lifter(workdir: str) -> Lifter:
@@ -281,15 +276,8 @@ def load_lifter(workdir: str) -> Lifter:
     Raises:
       ValueError: naming the folder when it holds no lifter.
     """
-    folder = lifter_dir(workdir)
-    config_path = os.path.join(folder, "config.json")
-    if not (os.path.isfile(config_path) and os.path.isdir(os.path.join(folder, "params"))):
-        raise ValueError(f"'{workdir}' holds no pose lifter (expected {folder}/params and "
-                         "config.json, written by lmr_jax.models.lifter).")  # fmt: skip
-    with open(config_path) as f:
-        model = ml_collections.ConfigDict(json.load(f))
-    with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore(os.path.join(folder, "params"))
+    params, model = saved.load(lifter_dir(workdir), workdir, "pose lifter",
+                               "lmr_jax.models.lifter")  # fmt: skip
     return Lifter(params=params, model=model)
 
 

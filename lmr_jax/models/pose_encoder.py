@@ -9,14 +9,14 @@ encoder, the KL to N(0, I) and `load_pose_prior`, so that the model imports no t
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
-import orbax.checkpoint as ocp
+
+from lmr_jax.models import saved
 
 POSE_DIM = 69  # joints 1..23, axis-angle
 
@@ -86,10 +86,7 @@ def prior_dir(workdir: str) -> str:
 
 def has_pose_prior(workdir: str) -> bool:
     """Whether `workdir` holds a saved prior (its config.json and params folder)."""
-    folder = prior_dir(workdir)
-    return os.path.isfile(os.path.join(folder, "config.json")) and os.path.isdir(
-        os.path.join(folder, "params")
-    )
+    return saved.holds_saved(prior_dir(workdir))
 
 
 def load_pose_prior(workdir: str) -> PosePrior:
@@ -98,13 +95,6 @@ def load_pose_prior(workdir: str) -> PosePrior:
     Raises:
       ValueError: naming the folder when it holds no pose prior.
     """
-    folder = prior_dir(workdir)
-    config_path = os.path.join(folder, "config.json")
-    if not has_pose_prior(workdir):
-        raise ValueError(f"'{workdir}' holds no pose prior (expected {folder}/params and "
-                         "config.json, written by lmr_jax.models.pose_prior).")  # fmt: skip
-    with open(config_path) as f:
-        model = ml_collections.ConfigDict(json.load(f))
-    with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore(os.path.join(folder, "params"))
+    params, model = saved.load(prior_dir(workdir), workdir, "pose prior",
+                               "lmr_jax.models.pose_prior")  # fmt: skip
     return PosePrior(params=params, model=model)

@@ -32,7 +32,6 @@ Run: `python -m lmr_jax.models.pose_prior --config=experiments/hkmr_pose_prior.p
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -42,9 +41,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from absl import logging
 
+from lmr_jax.models import saved
 from lmr_jax.models.pose_encoder import (  # noqa: F401  (re-exported: the prior's API)
     POSE_DIM,
     PoseEncoder,
@@ -253,11 +252,7 @@ def train_pose_prior(
 
 def save_pose_prior(prior: PosePrior, workdir: str) -> None:
     """Writes WORKDIR/pose_prior/{params (Orbax), config.json}, replacing an earlier one."""
-    folder = prior_dir(workdir)
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(os.path.join(folder, "params"), prior.params, force=True)
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(prior.model.to_dict(), f)
+    saved.save(prior_dir(workdir), prior.params, prior.model)
 
 
 if __name__ == "__main__":
