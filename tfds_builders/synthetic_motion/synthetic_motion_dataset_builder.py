@@ -185,7 +185,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             raise ValueError(f"synthetic_motion has no config '{config_name}' with split "
                              f"'{split}', expected a config of {sorted(configs)} and a split "
                              f"of {SPLITS}.")  # fmt: skip
-        config = configs[config_name]
+        return cls.config_video(configs[config_name], split, index, model)
+
+    @staticmethod
+    def config_video(config: SyntheticMotionConfig, split: str, index: int, model) -> dict:
+        """Video `index` of `split` of the builder config `config` (see `regenerate_video`)."""
         motion = synthetic.MotionConfig(num_frames=config.num_frames, family=config.family)
         return synthetic.generate_video((config.seed, SPLITS.index(split), index), motion, model)
 
@@ -194,7 +198,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         dataset_name = f"{self.name}/{config.name}:{split}"
         lengths = []
         for i in range(config.num_videos[split_index]):
-            video = self.regenerate_video(config.name, split, i, model)
+            video = self.config_video(config, split, i, model)
             features = featurize.featurize(
                 video["kp2d"], video["facing_cue"], dim=config.feature_dim, seed=FEATURIZER_SEED
             )
