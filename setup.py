@@ -43,7 +43,9 @@ setup(
         # The third-party SMPL implementations the parity tests compare with, through their
         # numpy backends (no PyTorch): smplfitter and body-models.
         # pygltflib: an independent glTF reader the export tests parse our .glb files with.
-        "test": ["pytest", "ruff", "smplfitter", "body-models", "pygltflib"],
+        # pytest-xdist: `make test` runs the suite in two worker processes (most tests are
+        # compile-bound, one XLA compile keeps one core busy: two workers use both cores).
+        "test": ["pytest", "pytest-xdist", "ruff", "smplfitter", "body-models", "pygltflib"],
         # Third-party JAX SMPL implementations timed beside ours in experiments/benchmarks.
         "bench": ["smplfitter", "body-models[jax]"],
     },

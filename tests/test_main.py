@@ -17,7 +17,7 @@ from tests.runs import best_params
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_main(*args, devices=1, extra_env=None, timeout=300):
+def run_main(*args, devices=1, extra_env=None, timeout=600):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO,
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")  # fmt: skip
     env.update(extra_env or {})
@@ -121,7 +121,7 @@ def test_two_processes_train_like_one_process_with_two_devices(tiny_data_dir, tm
         )
         for i in range(2)
     ]  # fmt: skip
-    outputs = [w.communicate(timeout=400) for w in workers]
+    outputs = [w.communicate(timeout=900) for w in workers]
     for worker, (_, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err[-3000:]
     params_one, updates_one = _params_and_updates(tmp_path / "one")
