@@ -21,9 +21,14 @@ keeps its widths so that it matches experiments/dsd.py's same variant):
 - `cpu`: TCN 256 and FFN 512 (the paper's FFN is 4x the 512-d tokens; 1x here), stage 2 of
   experiments/dsd.py:cpu; measured on a shared 2-core CPU (load ~8) at 0.3 steps/s (DSD's
   `cpu` at 1 step/s), so its 400 steps take about 25 minutes;
-- `bench` (experiments/benchmarks/accuracy.py): TCN 128, FFN 512, and DSD trained jointly from
-  the seed (finetune_dsd, dsd_run ''): the benchmark's rows are independent runs, so SATN's row
-  cannot start from the DSD row's run;
+- `bench` (experiments/benchmarks/accuracy.py): the benchmark's width 128 throughout: DSD's
+  widths as experiments/dsd.py:bench (128), 8 heads of 16 (128-d keys and values), FFN 512,
+  TCN 128, and DSD trained jointly from the seed (finetune_dsd, dsd_run ''): the benchmark's
+  rows are independent runs, so SATN's row cannot start from the DSD row's run. At DSD's 512
+  widths and 8 heads of 64 a step is too slow for the benchmark's budget: forward+backward at
+  its batch (32 x 16 frames, D = 2048; `experiments/benchmarks/model_step.py --settings=bench
+  --models=lmr,dsd,dsd_128,satn,satn_128`, a shared 2-core CPU at load 4-6) 5.7 s (16.1M
+  parameters; FFN 2048, DSD frozen) against 0.93 s at these widths (1.5M), LMR 0.71 s;
 - `smoke`: tiny (DSD widths 32 as experiments/dsd.py:smoke, 2 heads of 8, FFN 32, TCN 32).
 """
 
@@ -48,7 +53,9 @@ def cpu(config):
 
 def bench(config):
     config = config_lib.bench(config)
-    config.model.update(ffn_width=512, finetune_dsd=True, dsd_run="")
+    # DSD's widths as experiments/dsd.py:bench's BENCH_WIDTHS.
+    config.model.update(skeleton_hidden=128, detail_width=128, bilinear_width=128, head_dim=16,
+                        ffn_width=512, finetune_dsd=True, dsd_run="")  # fmt: skip
     return config
 
 

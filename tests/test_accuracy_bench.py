@@ -206,3 +206,9 @@ def test_every_row_runs_its_experiment_files_bench_variant_and_a_budget_check_sc
     config_lib.check(satn)
     assert (satn.model.finetune_dsd, satn.model.dsd_run) == (True, "")
     assert satn.loss.preset == "dsd_paper" and satn.model.tcn_width == 128
+    # DSD and SATN at the benchmark's width 128 (their 512 is too slow for its budget), alike.
+    dsd = bench.run_config(next(r for r in bench.ROWS if r.key == "dsd"), 0, "bench",
+                           "synthetic_motion/standard", "data")  # fmt: skip
+    widths = ("skeleton_hidden", "detail_width", "bilinear_width")
+    assert [dsd.model[k] for k in widths] == [satn.model[k] for k in widths] == [128] * 3
+    assert satn.model.num_heads * satn.model.head_dim == 128

@@ -26,7 +26,9 @@ L_KL), not its experiment's 'hkmr_paper' sum over iterations. Rows 'dsd' and 'sa
 shot (V = 1 in every setting) and keep DSD's widths (512); 'satn' is stage 2 (DSD frozen, the
 shuffle on), the setting's hidden width is its tcn_width (models.variant_width_field), and its
 FFN is the default 2048 (experiments/satn.py's cpu and bench variants use 512); their steps
-have the shared loss only (no skeleton or sort term).
+have the shared loss only (no skeleton or sort term); rows 'dsd_128' and 'satn_128' are them
+at the widths of experiments/dsd.py's and satn.py's `bench` variants (DSD's three widths 128;
+SATN's keys and values 8 x 16, FFN 512).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ SETTINGS = {
     # The accuracy benchmark's runs (lmr_jax.config.bench, experiments/benchmarks/accuracy.py).
     "bench": dict(batch=32, frames=16, features=2048, hidden=128, iterations=3),
 }
+_WIDTHS_128 = {"skeleton_hidden": 128, "detail_width": 128, "bilinear_width": 128}
 MODELS = {
     "lmr": ("lmr", {}),
     "lmr_single_rnn": ("lmr", {"single_rnn": True}),
@@ -65,6 +68,9 @@ MODELS = {
     "hkmr": ("hkmr", {}),  # d = 160 in every setting (models.variant_width_field), T = 3, P = 4
     "dsd": ("dsd", {"num_iterations": 1}),  # one shot; its widths (512) in every setting
     "satn": ("satn", {"num_iterations": 1}),  # on DSD (frozen); the setting's width: its TCN's
+    # DSD and SATN at the width 128 (experiments/dsd.py's and satn.py's `bench` variants).
+    "dsd_128": ("dsd", {"num_iterations": 1, **_WIDTHS_128}),
+    "satn_128": ("satn", {"num_iterations": 1, **_WIDTHS_128, "head_dim": 16, "ffn_width": 512}),
 }
 
 _SETTINGS = flags.DEFINE_list("settings", ["small", "paper"], f"of {sorted(SETTINGS)}")
