@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from lmr_jax import smpl
-from lmr_jax.models import hkmr
+from lmr_jax.models import hkmr, hkmr_chain
 from tests.models.small_models import OUTPUT_SHAPES, body_model, features, key, normal
 
 B, F, D, H = 2, 3, 6, 8  # batch, frames, feature width, psi width
@@ -201,7 +201,7 @@ def test_previous_only_differs_from_all_previous_joints(compiled):
 
 
 def test_backward_order_starts_at_each_chains_last_joint():
-    order = hkmr.backward_order(tuple(len(j) for j in CHILDREN), WIDEST)
+    order = hkmr_chain.backward_order(tuple(len(j) for j in CHILDREN), WIDEST)
     np.testing.assert_array_equal(
         order,
         [[1, 0, 2, 3, 4], [4, 3, 2, 1, 0], [4, 3, 2, 1, 0], [3, 2, 1, 0, 4], [3, 2, 1, 0, 4]],
