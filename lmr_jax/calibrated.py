@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmr_jax import geometry, smpl
+from lmr_jax import smpl
 from lmr_jax.models import calibration as calibration_lib
 from lmr_jax.models import lifter as lifter_lib
 
@@ -37,10 +37,7 @@ MODES = ("serial", "parallel", "gt")
 _LAYOUT = lifter_lib.OUTPUT_LAYOUT
 
 
-def serial_keypoints(joints3d: jnp.ndarray, cam: jnp.ndarray) -> jnp.ndarray:
-    """[..., J, 3] (x, y, confidence 1) of joints [..., J, 3] projected with cams [..., 3]."""
-    xy = geometry.weak_perspective_project(joints3d, cam)
-    return jnp.concatenate([xy, jnp.ones_like(xy[..., :1])], axis=-1)
+serial_keypoints = lifter_lib.serial_keypoints  # the projection the serial lifter reads
 
 
 def place_at_root(relative: jnp.ndarray, joints_hmr: jnp.ndarray) -> jnp.ndarray:

@@ -90,6 +90,13 @@ def normalize_keypoints(kp2d: jnp.ndarray) -> jnp.ndarray:
     return jnp.concatenate([flat, conf[..., 0]], axis=-1)
 
 
+def serial_keypoints(joints3d: jnp.ndarray, cam: jnp.ndarray) -> jnp.ndarray:
+    """[..., J, 3] (x, y, confidence 1) of joints [..., J, 3] projected with cams [..., 3]: the
+    serial lifter's input (the 3D-to-2D pose encoder, every joint visible)."""
+    xy = geometry.weak_perspective_project(joints3d, cam)
+    return jnp.concatenate([xy, jnp.ones_like(xy[..., :1])], axis=-1)
+
+
 def lifter_targets(body_model: smpl_lib.SMPLModel, pose: jnp.ndarray, shape: jnp.ndarray):
     """[..., 17, 3] pelvis-relative `h36m17` joints of the SMPL meshes of `pose` [..., 72] and
     `shape` [..., 10] (the training targets; `body_model` may be `smpl.joint_model(...)`)."""

@@ -1,0 +1,245 @@
+"""PC-HMR stage 2 (models/pchmr.py): a smoke run under pmap on a saved base run and lifter run
+(the base exactly unchanged with freeze_base, W, A and the lifter moved, the parallel target's
+kp2d reaching the model in training and in evaluation), the model's wiring by value, the
+learning-rate groups by value, the vertex and lifter losses against a naive form, and the
+errors of bad runs and fields."""
+
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+from lmr_jax import checkpoints, geometry, losses, models, smpl, train
+from lmr_jax import config as config_lib
+from lmr_jax import optim as optim_lib
+from lmr_jax.models import calibration as calibration_lib
+from lmr_jax.models import lifter as lifter_lib
+from lmr_jax.models import pchmr
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BASE_FIELDS = dict(regressor_hidden=16, regressor_dropout=0.0, num_iterations=1)
+LIFTER_FIELDS = dict(hidden_size=8, num_blocks=1, dropout=0.0)
+FEATURES = 64  # synthetic_motion/tiny's D
+
+
+def _experiment(variant):
+    spec = importlib.util.spec_from_file_location("pchmr_exp", f"{REPO}/experiments/pchmr.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+def _random_like(shapes, seed):
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: (0.1 * rng.normal(size=s.shape)).astype(s.dtype), shapes)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_data_dir, tmp_path_factory):
+    """(base_run, base params, lifter_run, lifter params): an HMR run's checkpoint as training
+    saves it and a saved lifter, both of random parameters (nothing trained or compiled)."""
+    body = smpl.procedural(0)
+    base_dir = str(tmp_path_factory.mktemp("hmr"))
+    config = config_lib.smoke(config_lib.base_config("hmr"))
+    config.model.update(BASE_FIELDS)
+    model = models.build_model(config.model, body)
+    features = jax.ShapeDtypeStruct((1, config.data.window, FEATURES), np.float32)
+    params = _random_like(jax.eval_shape(model.init, jax.random.key(0), features)["params"], 0)
+    optimizer = optim_lib.make_optimizer(config.optim, 2)
+    state = train.TrainState(step=np.int32(0), params=params, opt_state=optimizer.init(params))
+    mngr = checkpoints.checkpoint_manager(base_dir, 1)
+    meta = {"compat": checkpoints.compat_view(config), "step": 0}
+    mngr.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                         meta=ocp.args.JsonSave(meta)))  # fmt: skip
+    mngr.wait_until_finished()
+    lifter_dir = str(tmp_path_factory.mktemp("lifter"))
+    module = lifter_lib.PoseLifter(**LIFTER_FIELDS)
+    shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, lifter_lib.INPUT_DIM)))
+    lifter_params = _random_like(shapes["params"], 1)
+    lifter_lib.save_lifter(
+        lifter_lib.Lifter(lifter_params, ml_collections.ConfigDict(LIFTER_FIELDS)), lifter_dir
+    )
+    return base_dir, params, lifter_dir, lifter_params
+
+
+def _config(data_dir, runs, variant="smoke_parallel", **fields):
+    config = _experiment(variant)
+    config.data.data_dir = data_dir
+    config.data.train.synthetic.name = "synthetic_motion/tiny"
+    config.data.validation.name = "synthetic_motion/tiny"
+    config.eval.name = "synthetic_motion/tiny"
+    config.model.update(base_run=runs[0], lifter_run=runs[2], **fields)
+    return config
+
+
+def _max_change(a, b):
+    return max(jax.tree.leaves(jax.tree.map(lambda x, y: float(np.abs(x - y).max()), a, b)))
+
+
+@pytest.mark.slow  # one PC-HMR train step compiled under pmap, one evaluation program
+def test_calibration_only_smoke_run_under_pmap(tiny_data_dir, runs, tmp_path):
+    assert jax.local_device_count() == 8
+    base_dir, base_params, _, lifter_params = runs
+    config = _config(tiny_data_dir, runs, freeze_base=True)
+    assert config.model.target == "parallel" and config.optim.lr == 1e-3
+    workdir = str(tmp_path / "pchmr")
+    result = train.train(config, workdir)
+    metrics = result.last_metrics
+    assert metrics["loss_vertex"] > 0 and metrics["loss_lift"] > 0
+    shared = losses.resolve(config.loss).weights
+    total = sum(w * metrics[f"loss_{k}"] for k, w in shared.items()) + metrics["loss_vertex"]
+    np.testing.assert_allclose(metrics["loss"], total + metrics["loss_lift"], rtol=1e-5)
+    first, last = checkpoints.restore_params(workdir, 1), jax.device_get(result.state.params)
+    # The base exactly as loaded after every step; the calibration's W, A and the lifter moved.
+    assert _max_change(first["base"], base_params) == 0
+    assert _max_change(last["base"], base_params) == 0
+    a0, w0 = calibration_lib.initial_weights(result.body_model, "h36m17")
+    a_logits = np.log(np.maximum(a0, 1e-6))
+    assert np.abs(last["calibration"]["w"] - w0).max() > 0
+    assert np.abs(last["calibration"]["a_logits"] - a_logits).max() > 0
+    assert _max_change(last["lifter"], lifter_params) > 0
+    # Evaluation passes the parallel target its kp2d (the model's evaluation_inputs).
+    eval_set = config_lib.EvalSet("synthetic_motion/tiny", "test", "vibe49")
+    scored = train.evaluate_set(config, result.model, result.state.params, result.body_model,
+                                eval_set, max_videos=1)  # fmt: skip
+    assert np.isfinite(scored["overall"]["PVE"]) and scored["frames"] > 0
+
+
+@pytest.fixture(scope="module")
+def serial(runs):
+    """(model, params, body) of the serial PC-HMR on the saved runs (no jit)."""
+    body = smpl.procedural(0)
+    config = models.complete_model_config(
+        dict(name="pchmr", base_run=runs[0], lifter_run=runs[2])
+    )  # fmt: skip
+    model = models.build_model(config, body)
+    init = model.init(jax.random.key(0), jnp.zeros((1, 2, FEATURES)))["params"]
+    whole = ml_collections.ConfigDict({"model": config})
+    params = models.initial_params(whole, init, checkpoints.read_run)
+    return model, params, body
+
+
+def test_serial_model_calibrates_the_base_mesh_towards_the_lifted_joints(serial, runs):
+    model, params, body = serial
+    assert sorted(params) == ["base", "calibration", "lifter"]
+    assert _max_change(params["lifter"], runs[3]) == 0 and model.training_inputs == ()
+    features = np.random.default_rng(2).normal(size=(1, 2, FEATURES)).astype(np.float32)
+    out = model.apply({"params": params}, features)
+    base = model.base.apply({"params": params["base"]}, features)
+    np.testing.assert_allclose(out["vertices_base"], base["vertices"], atol=1e-6)
+    # The naive chain: project the base joints, lift, place at J_hmr's pelvis, calibrate.
+    lifter = lifter_lib.Lifter(params["lifter"], ml_collections.ConfigDict(LIFTER_FIELDS))
+    keypoints = geometry.weak_perspective_project(base["joints3d"], base["cam"])
+    keypoints = jnp.concatenate([keypoints, jnp.ones_like(keypoints[..., :1])], -1)
+    joints_hmr = smpl.layout_joints(body, base["vertices"], None, "h36m17")
+    target = lifter.lift(keypoints) + joints_hmr[..., :1, :]
+    a0, w0 = calibration_lib.initial_weights(body, "h36m17")
+    a = jax.nn.softmax(jnp.log(jnp.maximum(a0, 1e-6)), -1)
+    bones = calibration_lib.get_skeleton("h36m17").bones
+    expected = calibration_lib.calibrate(base["vertices"], joints_hmr, target, w0, a, bones)
+    np.testing.assert_allclose(out["joints_target"], target, atol=1e-5)
+    np.testing.assert_allclose(out["vertices"], expected, atol=1e-5)
+    joints24 = np.einsum("jv,btvc->btjc", np.asarray(body.J_regressor), np.asarray(expected))
+    joints3d = smpl.layout_joints(body, expected, joints24, "vibe49")
+    np.testing.assert_allclose(out["joints3d"], joints3d, atol=1e-5)
+    np.testing.assert_allclose(out["kp2d"], geometry.weak_perspective_project(joints3d,
+                                                                              base["cam"]),
+                               atol=1e-5)  # fmt: skip
+    np.testing.assert_array_equal(out["rotmats"], base["rotmats"])
+
+
+def test_learning_rate_groups_by_value():
+    optim = config_lib.base_config("lmr").optim
+    optim.update(optimizer="sgd", lr=0.5, grad_clip=0.0)
+    optimizer = optim_lib.make_optimizer(optim, 10, {"base": 0.01, "lifter": 0.1})
+    params = {"base": {"w": np.ones(3, np.float32)}, "lifter": {"w": np.ones(2, np.float32)},
+              "calibration": {"w": np.ones(4, np.float32)}}  # fmt: skip
+    grads = jax.tree.map(lambda p: 2.0 * np.ones_like(p), params)
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    moved = jax.tree.map(lambda p, u: np.asarray(optax.apply_updates(p, u)) - p, params, updates)
+    np.testing.assert_allclose(moved["calibration"]["w"], -1.0, rtol=1e-6)  # -lr x grad
+    np.testing.assert_allclose(moved["base"]["w"], -0.01, rtol=1e-6)
+    np.testing.assert_allclose(moved["lifter"]["w"], -0.1, rtol=1e-6)
+    config = ml_collections.ConfigDict({"model": pchmr.default_config()})
+    assert models.learning_rate_scales(config) == {"base": 0.01, "lifter": 0.01}
+    assert models.learning_rate_scales(config_lib.base_config("lmr")) == {}
+    wrong = optim_lib.make_optimizer(optim, 10, {"backbone": 0.1})
+    with pytest.raises(ValueError, match="learning-rate scale for parameter group 'backbone'"):
+        wrong.update(grads, wrong.init(params), params)
+
+
+def test_vertex_and_lift_losses_against_a_naive_form():
+    body = smpl.procedural(0)
+    rng = np.random.default_rng(3)
+    b, t = 2, 3
+    pose = (0.3 * rng.normal(size=(b, t, 72))).astype(np.float32)
+    shape = rng.normal(size=(b, t, 10)).astype(np.float32)
+    gt_vertices = np.asarray(smpl.forward(body, shape, geometry.pose72_to_rotmats(pose))[0])
+    vertices = (gt_vertices + 0.02 * rng.normal(size=gt_vertices.shape)).astype(np.float32)
+    lifted = (0.3 * rng.normal(size=(b, t, 17, 3))).astype(np.float32)
+    has_smpl = np.asarray([[1, 0, 1], [1, 1, 0]], np.float32)
+    valid = np.asarray([[1, 1, 1], [0, 1, 1]], np.float32)
+    batch = {"pose": pose, "shape": shape, "has_smpl": has_smpl, "valid": valid}
+    config = ml_collections.ConfigDict({"smpl_path": "", "model": pchmr.default_config()})
+    config.model.update(w_vertex=2.0, w_lift=3.0)
+    terms = models.extra_losses(config, {"vertices": vertices, "lifted": lifted}, batch)
+    gt_rel = np.asarray(lifter_lib.lifter_targets(body, pose, shape))
+    vertex_errors, lift_errors = [], []
+    for i in range(b):
+        for j in range(t):
+            if has_smpl[i, j] and valid[i, j]:
+                vertex_errors.append(np.abs(vertices[i, j] - gt_vertices[i, j]).mean())
+                lift_errors.append(((lifted[i, j] - gt_rel[i, j]) ** 2).sum(-1).mean())
+    assert len(vertex_errors) == 3
+    np.testing.assert_allclose(terms["vertex"], 2.0 * np.mean(vertex_errors), rtol=1e-5)
+    np.testing.assert_allclose(terms["lift"], 3.0 * np.mean(lift_errors), rtol=1e-5)
+    assert "lift" not in models.extra_losses(config, {"vertices": vertices}, batch)
+
+
+def _message(fn):
+    with pytest.raises(ValueError) as error:
+        fn()
+    text = str(error.value)
+    assert "\n" not in text and text.endswith(".")
+    return text
+
+
+def test_bad_runs_and_fields_are_one_sentence(runs, tmp_path):
+    body = smpl.procedural(0)
+    build = lambda **f: models.build_model(models.complete_model_config(
+        dict(name="pchmr", **f)), body)  # fmt: skip
+    assert _message(build).startswith("model.base_run is '', expected the --workdir of a "
+                                      "trained regressor run")  # fmt: skip
+    missing = str(tmp_path / "nowhere")
+    assert _message(lambda: build(base_run=missing)).startswith(
+        f"model.base_run is '{missing}', which holds no checkpoints"
+    )
+    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
+    empty = str(tmp_path / "empty")
+    assert _message(lambda: build(base_run=empty)).startswith(
+        f"model.base_run is '{empty}', which holds no checkpoint with a saved model config"
+    )
+    assert _message(lambda: build(base_run=runs[0])).startswith(
+        "model.lifter_run is '', expected the --workdir of a trained pose lifter"
+    )
+    assert _message(lambda: build(base_run=runs[0], lifter_run=missing)).startswith(
+        f"model.lifter_run is '{missing}', which holds no lifter"
+    )
+    assert _message(lambda: build(base_run=runs[0], target="lifted")) == (
+        "model.target is 'lifted', expected one of ('serial', 'parallel', 'gt')."
+    )
+    assert _message(lambda: build(base_run=runs[0], target="gt", freeze_base=1)) == (
+        "model.freeze_base is 1, expected True or False."
+    )
+    assert build(base_run=runs[0], target="gt").lifter is None  # no lifter needed
+    config = ml_collections.ConfigDict({"model": models.complete_model_config(
+        dict(name="pchmr", base_run=empty, lifter_run=runs[2]))})  # fmt: skip
+    assert _message(lambda: models.initial_params(config, {"base": {}}, checkpoints.read_run)
+                    ).startswith(f"model.base_run is '{empty}', which holds no readable "
+                                 "checkpoint")  # fmt: skip
