@@ -384,9 +384,11 @@ def build(config: ml_collections.ConfigDict, body_model: smpl_lib.SMPLModel,
 
 @functools.lru_cache(maxsize=4)
 def _body_models(smpl_path: str) -> tuple[smpl_lib.SMPLModel, smpl_lib.SMPLModel]:
-    """(the run's body model, restricted to h36m17): train.train resolves the same one."""
-    body = smpl_lib.resolve(smpl_path or None)
-    return body, smpl_lib.joint_model(body, LAYOUT)
+    """(the run's body model, restricted to h36m17): train.train resolves the same one. Called
+    first inside the jitted step: concrete arrays (closed over as constants), not tracers."""
+    with jax.ensure_compile_time_eval():
+        body = smpl_lib.resolve(smpl_path or None)
+        return body, smpl_lib.joint_model(body, LAYOUT)
 
 
 def vertex_loss(vertices, gt_vertices, frames, axis_name=None) -> jnp.ndarray:
