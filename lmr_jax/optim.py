@@ -111,6 +111,10 @@ def plateau_state(opt_state: Any) -> PlateauState | None:
     return None
 
 
+def _scaled(tree, factor: float):
+    return jax.tree.map(lambda u: u * jnp.asarray(factor, u.dtype), tree)
+
+
 def group_scaling(scales: dict[str, float]) -> optax.GradientTransformation:
     """Multiplies the updates of each top-level parameter group `k` by `scales[k]` (1 for a
     group not named); the updates must be a dict (a model's params)."""
@@ -119,10 +123,10 @@ def group_scaling(scales: dict[str, float]) -> optax.GradientTransformation:
         del params
         unknown = sorted(set(scales) - set(updates))
         if unknown:
-            raise ValueError(f"learning-rate scale for parameter group '{unknown[0]}', which the "
-                             f"model does not have; expected groups of {sorted(updates)}.")
-        return {k: jax.tree.map(lambda u, f=scales.get(k, 1.0): u * jnp.asarray(f, u.dtype), v)
-                for k, v in updates.items()}  # fmt: skip
+            groups = sorted(updates)
+            raise ValueError(f"learning-rate scale for parameter group '{unknown[0]}', which "
+                             f"the model does not have; expected groups of {groups}.")  # fmt: skip
+        return {k: _scaled(v, scales.get(k, 1.0)) for k, v in updates.items()}
 
     return optax.stateless(scale)
 

@@ -337,8 +337,9 @@ def _lifter_module(config) -> lifter_lib.PoseLifter | None:
         with open(path) as f:
             fields = json.load(f)
     except (OSError, ValueError) as error:
-        raise ValueError(f"model.lifter_run is '{config.lifter_run}', whose lifter config "
-                         f"{path} does not read ({error}); expected a lifter run.") from None
+        message = (f"model.lifter_run is '{config.lifter_run}', whose lifter config {path} "
+                   f"does not read ({error}); expected a lifter run.")  # fmt: skip
+        raise ValueError(message) from None
     return lifter_lib.PoseLifter(**fields)
 
 
