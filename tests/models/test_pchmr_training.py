@@ -16,7 +16,7 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from lmr_jax import checkpoints, geometry, losses, models, smpl, train
+from lmr_jax import calibrated, checkpoints, geometry, losses, models, predict, smpl, train
 from lmr_jax import config as config_lib
 from lmr_jax import optim as optim_lib
 from lmr_jax.models import calibration as calibration_lib
@@ -83,13 +83,13 @@ def _max_change(a, b):
     return max(jax.tree.leaves(jax.tree.map(lambda x, y: float(np.abs(x - y).max()), a, b)))
 
 
-@pytest.mark.slow  # one PC-HMR train step compiled under pmap, one evaluation program
-def test_calibration_only_smoke_run_under_pmap(tiny_data_dir, runs, tmp_path):
+@pytest.mark.slow  # one PC-HMR train step compiled under pmap, one prediction
+def test_calibration_only_smoke_run_under_pmap_then_predict(tiny_data_dir, runs, tmp_path):
     assert jax.local_device_count() == 8
     base_dir, base_params, _, lifter_params = runs
-    config = _config(tiny_data_dir, runs, freeze_base=True)
+    config = _config(tiny_data_dir, runs, variant="smoke_no_finetune", target="serial")
     config.train.checkpoint_every = 2  # one save (orbax's is slow here)
-    assert config.model.target == "parallel" and config.optim.lr == 1e-3
+    assert config.model.freeze_base and config.optim.lr == 1e-3
     workdir = str(tmp_path / "pchmr")
     result = train.train(config, workdir)
     metrics = result.last_metrics
@@ -106,8 +106,24 @@ def test_calibration_only_smoke_run_under_pmap(tiny_data_dir, runs, tmp_path):
     assert np.abs(last["calibration"]["w"] - w0).max() > 0
     assert np.abs(last["calibration"]["a_logits"] - a_logits).max() > 0
     assert _max_change(last["lifter"], lifter_params) > 0
-    # What evaluation passes the parallel target (evaluate.evaluate_videos' input_fields).
-    assert result.model.evaluation_inputs == ("kp2d",)
+    # lmr-predict with the run as --workdir: its fine-tuned base predicts, its lifter, W and A
+    # calibrate (serial target); the calibrated mesh's h36m17 joints land on the lifted ones.
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(6, FEATURES)).astype(np.float32)
+    np.savez(tmp_path / "clip.npz", features=features)
+    out_path = str(tmp_path / "clip_pred.npz")
+    predict.run(workdir, input_path=str(tmp_path / "clip.npz"), output=out_path)
+    pred = np.load(out_path)
+    cal, target = pred["vertices_calibrated"], pred["joints_h36m17_target"]
+    assert cal.shape == (6, 6890, 3) and np.abs(cal - pred["vertices"]).max() > 1e-3
+    joints = np.asarray(smpl.layout_joints(result.body_model, cal, None, "h36m17"))
+    before = np.asarray(smpl.layout_joints(result.body_model, pred["vertices"], None, "h36m17"))
+    assert np.linalg.norm(joints - target, axis=-1).mean() < 0.2 * np.linalg.norm(
+        before - target, axis=-1).mean()  # fmt: skip
+    # The same run as --calibration on top of the base run: the base there is the same (frozen).
+    again = str(tmp_path / "again.npz")
+    predict.run(base_dir, input_path=str(tmp_path / "clip.npz"), output=again, calibration=workdir)
+    np.testing.assert_allclose(np.load(again)["vertices_calibrated"], cal, atol=1e-5)
 
 
 class FixedBase(nn.Module):
@@ -259,6 +275,20 @@ def test_bad_runs_and_fields_are_one_sentence(runs, tmp_path):
         "model.freeze_base is 1, expected True or False."
     )
     assert build(base_run=runs[0], target="gt").lifter is None  # no lifter needed
+    parallel = build(base_run=runs[0], lifter_run=runs[2], target="parallel")
+    assert parallel.evaluation_inputs == ("kp2d",) == parallel.training_inputs
+    assert _message(lambda: calibrated.trained_calibration(parallel, {}, "RUN")) == (
+        "RUN is a PC-HMR run with model.target 'parallel', which needs the video's keypoints "
+        "or labels; expected a 'serial' run for prediction."
+    )
+    features = tmp_path / "f.npz"
+    np.savez(features, features=np.zeros((3, FEATURES), np.float32))
+    for wrong, sentence in (
+        (missing, "holds neither a pose lifter"),
+        (runs[0], "is a run of model 'hmr', expected a pose lifter run"),
+    ):
+        assert sentence in _message(lambda w=wrong: predict.run(
+            runs[0], input_path=str(features), calibration=w))  # fmt: skip
     # A good pair of runs: params['base'] and params['lifter'] are theirs.
     model = build(base_run=runs[0], lifter_run=runs[2])
     shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 2, FEATURES)))
