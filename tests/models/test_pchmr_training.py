@@ -16,9 +16,22 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from lmr_jax import calibrated, checkpoints, geometry, losses, models, predict, smpl, train
+from lmr_jax import (
+    calibrated,
+    calibrated_eval,
+    checkpoints,
+    evaluate,
+    geometry,
+    losses,
+    models,
+    predict,
+    runner,
+    smpl,
+    train,
+)
 from lmr_jax import config as config_lib
 from lmr_jax import optim as optim_lib
+from lmr_jax.data import pipeline
 from lmr_jax.models import calibration as calibration_lib
 from lmr_jax.models import lifter as lifter_lib
 from lmr_jax.models import pchmr
@@ -120,6 +133,13 @@ def test_calibration_only_smoke_run_under_pmap_then_predict(tiny_data_dir, runs,
     before = np.asarray(smpl.layout_joints(result.body_model, pred["vertices"], None, "h36m17"))
     assert np.linalg.norm(joints - target, axis=-1).mean() < 0.2 * np.linalg.norm(
         before - target, axis=-1).mean()  # fmt: skip
+    # Side by side: the run's uncalibrated and calibrated meshes over a test video.
+    spec = pipeline.DatasetSpec("synthetic_motion/tiny", "test", data_dir=tiny_data_dir)
+    rows = calibrated_eval.evaluate_run(result.model, result.state.params,
+                                        pipeline.eval_videos(spec), result.body_model,
+                                        config.data.window, max_videos=1)  # fmt: skip
+    assert list(rows) == ["base", "trained"] and rows["base"]["frames"] > 0
+    assert rows["base"]["overall"]["PVE"] != rows["trained"]["overall"]["PVE"]
     # The same run as --calibration on top of the base run: the base there is the same (frozen).
     again = str(tmp_path / "again.npz")
     predict.run(base_dir, input_path=str(tmp_path / "clip.npz"), output=again, calibration=workdir)
@@ -181,6 +201,29 @@ def test_serial_model_calibrates_the_base_mesh_towards_the_lifted_joints():
     np.testing.assert_allclose(out["kp2d"], geometry.weak_perspective_project(joints3d, cam),
                                atol=1e-5)  # fmt: skip
     np.testing.assert_array_equal(out["kp2d_base"], kp2d)
+
+
+class KeypointReader(nn.Module):
+    """Reads the video's kp2d at evaluation, as the parallel PC-HMR does."""
+
+    @nn.compact
+    def __call__(self, features, *, train=False, kp2d=None):
+        return {"x": kp2d[..., 0, :2] + 0.0 * nn.Dense(2)(features)}
+
+
+def test_evaluation_passes_the_models_inputs_window_by_window():
+    n, window = 11, 4
+    rng = np.random.default_rng(6)
+    features = rng.normal(size=(n, 3)).astype(np.float32)
+    kp2d = rng.normal(size=(n, 49, 3)).astype(np.float32)
+    model = KeypointReader()
+    params = model.init(jax.random.key(0), features[None, :window], kp2d=kp2d[None, :window])
+    apply = runner.make_apply_fn(model, ("x",))
+    for protocol in ("vibe", "tcmr"):  # windows of consecutive frames; repeated edge frames
+        plan = evaluate.frame_plan(n, window, protocol)
+        out = evaluate.predict_frames(lambda f, **x: apply(params["params"], f, **x), features,
+                                      plan, inputs={"kp2d": kp2d})  # fmt: skip
+        np.testing.assert_array_equal(out["x"], kp2d[plan.frames, 0, :2])
 
 
 def test_learning_rate_groups_by_value():
