@@ -140,10 +140,14 @@ def test_calibration_only_smoke_run_under_pmap_then_predict(tiny_data_dir, runs,
                                         config.data.window, max_videos=1)  # fmt: skip
     assert list(rows) == ["base", "trained"] and rows["base"]["frames"] > 0
     assert rows["base"]["overall"]["PVE"] != rows["trained"]["overall"]["PVE"]
-    # The same run as --calibration on top of the base run: the base there is the same (frozen).
-    again = str(tmp_path / "again.npz")
-    predict.run(base_dir, input_path=str(tmp_path / "clip.npz"), output=again, calibration=workdir)
-    np.testing.assert_allclose(np.load(again)["vertices_calibrated"], cal, atol=1e-5)
+    # The same run as --calibration on top of another run: its lifter, W and A (trained).
+    base_run = predict.load_run(base_dir)
+    lifter, weights, template = predict._calibrator(workdir, base_run, base_dir, None)
+    model, params = result.model, result.state.params
+    trained = model.calibration.apply({"params": params["calibration"]}, method="weights")
+    np.testing.assert_allclose(weights[0], trained[0], atol=1e-7)
+    np.testing.assert_allclose(weights[1], trained[1], atol=1e-7)
+    assert template is None and lifter.weights is weights
 
 
 class FixedBase(nn.Module):
