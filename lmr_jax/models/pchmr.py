@@ -85,7 +85,7 @@ from lmr_jax import geometry, losses
 from lmr_jax import smpl as smpl_lib
 from lmr_jax.models import calibration as calibration_lib
 from lmr_jax.models import common
-from lmr_jax.models import lifter as lifter_lib
+from lmr_jax.models import pose_lifter as lifter_lib
 
 TARGETS = ("serial", "parallel", "gt")
 LAYOUT = lifter_lib.OUTPUT_LAYOUT  # h36m17: the lifter's joints, the calibration's skeleton
