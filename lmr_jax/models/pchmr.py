@@ -426,6 +426,7 @@ def extra_losses(config, outputs: dict, batch: dict, axis_name=None) -> dict[str
 
 def learning_rate_scales(config) -> dict[str, float]:
     """The learning rate of each top-level parameter group relative to optim.lr (the
-    calibration's): the base and the lifter at model.base_lr_scale."""
+    calibration's): the base and the lifter (none with the 'gt' target) at model.base_lr_scale."""
     scale = float(config.model.base_lr_scale)
-    return {"base": scale, "lifter": scale}
+    groups = ("base",) if config.model.target == "gt" else ("base", "lifter")
+    return dict.fromkeys(groups, scale)

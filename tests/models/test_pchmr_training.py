@@ -244,6 +244,8 @@ def test_learning_rate_groups_by_value():
     np.testing.assert_allclose(moved["lifter"]["w"], -0.1, rtol=1e-6)
     config = ml_collections.ConfigDict({"model": pchmr.default_config()})
     assert models.learning_rate_scales(config) == {"base": 0.01, "lifter": 0.01}
+    config.model.target = "gt"  # no lifter, no lifter group
+    assert models.learning_rate_scales(config) == {"base": 0.01}
     assert models.learning_rate_scales(config_lib.base_config("lmr")) == {}
     wrong = optim_lib.make_optimizer(optim, 10, {"backbone": 0.1})
     with pytest.raises(ValueError, match="learning-rate scale for parameter group 'backbone'"):
