@@ -207,6 +207,39 @@ def test_serial_model_calibrates_the_base_mesh_towards_the_lifted_joints():
     np.testing.assert_array_equal(out["kp2d_base"], kp2d)
 
 
+def test_template_with_gt_targets_calibrates_the_template_on_labelled_frames():
+    body = smpl.procedural(0)
+    vertices, joints = (np.asarray(x) for x in calibration_lib.template_source(body, "h36m17"))
+    fixed = {k: np.zeros((1, 2, *shape), np.float32)
+             for k, shape in (("vertices", (6890, 3)), ("joints3d", (49, 3)), ("cam", (3,)),
+                              ("kp2d", (49, 2)))}  # fmt: skip
+    model = pchmr.PCHMR(
+        base=FixedBase(fixed), calibration=calibration_lib.build_calibration(body, "h36m17"),
+        lifter=None, body_model=body, target_body=smpl.joint_model(body, "h36m17"),
+        target="gt", template_vertices=vertices, template_joints=joints,
+    )  # fmt: skip
+    assert model.training_inputs == ("pose", "shape", "has_smpl")
+    rng = np.random.default_rng(7)
+    labels = {"pose": (0.3 * rng.normal(size=(1, 2, 72))).astype(np.float32),
+              "shape": rng.normal(size=(1, 2, 10)).astype(np.float32),
+              "has_smpl": np.asarray([[1.0, 0.0]], np.float32)}  # fmt: skip
+    features = np.zeros((1, 2, FEATURES), np.float32)
+    a0, w0 = calibration_lib.initial_weights(body, "h36m17")
+    params = {"calibration": {"a_logits": np.log(np.maximum(a0, 1e-6)), "w": w0}}
+
+    @jax.jit
+    def run(params, labels):  # one program: the model and the naive targets
+        target = lifter_lib.lifter_targets(body, labels["pose"], labels["shape"])
+        return model.apply({"params": params}, features, **labels), target
+
+    out, gt_rel = jax.device_get(run(params, labels))
+    gt_rel = gt_rel[0, 0]
+    np.testing.assert_allclose(out["joints_target"][0, 0], gt_rel + joints[:1], atol=1e-5)
+    np.testing.assert_allclose(out["joints_target"][0, 1], joints, atol=1e-6)  # unlabelled
+    np.testing.assert_allclose(out["vertices"][0, 1], vertices, atol=1e-5)  # left as it was
+    assert np.abs(out["vertices"][0, 0] - vertices).max() > 0.01
+
+
 class KeypointReader(nn.Module):
     """Reads the video's kp2d at evaluation, as the parallel PC-HMR does."""
 
