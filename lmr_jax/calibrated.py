@@ -13,34 +13,37 @@ The lifter gives pelvis-relative joints; every target is placed at the pelvis of
 own h36m17 joints J_hmr (the calibration moves bones, not the body as a whole, and the weak-
 perspective camera gives no depth to place it otherwise). The mesh is then calibrated by the
 untrained `calibration.Calibration` (initial W0 and A0, already a sensible calibration, see
-experiments/benchmarks/calibration_init.py); stage 2 (W, A and the networks fine-tuned end to
-end) is not here.
+experiments/benchmarks/calibration_init.py), or by a trained pchmr run's W and A.
 
-`serial_calibration` is what `lmr-predict --calibration=LIFTER_RUN` adds to a prediction; the
+Stage 2 (W, A, the lifter and the base fine-tuned end to end) is the 'pchmr' system
+(models/pchmr.py, experiments/pchmr.py); `trained_calibration` takes a trained pchmr model's
+lifter, W, A (and template) for `serial_calibration`.
+
+`serial_calibration` is what `lmr-predict --calibration=RUN` adds to a prediction (RUN a lifter
+run: the untrained W0, A0; or a trained serial pchmr run: its lifter and W, A); the
 side-by-side evaluation lives in lmr_jax/calibrated_eval.py (prediction never imports
 evaluation).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmr_jax import geometry, smpl
+from lmr_jax import smpl
 from lmr_jax.models import calibration as calibration_lib
 from lmr_jax.models import lifter as lifter_lib
+from lmr_jax.models import pchmr as pchmr_lib
 
 MODES = ("serial", "parallel", "gt")
 _LAYOUT = lifter_lib.OUTPUT_LAYOUT
 
 
-def serial_keypoints(joints3d: jnp.ndarray, cam: jnp.ndarray) -> jnp.ndarray:
-    """[..., J, 3] (x, y, confidence 1) of joints [..., J, 3] projected with cams [..., 3]."""
-    xy = geometry.weak_perspective_project(joints3d, cam)
-    return jnp.concatenate([xy, jnp.ones_like(xy[..., :1])], axis=-1)
+serial_keypoints = lifter_lib.serial_keypoints  # the projection the serial lifter reads
 
 
 def place_at_root(relative: jnp.ndarray, joints_hmr: jnp.ndarray) -> jnp.ndarray:
@@ -117,29 +120,70 @@ def initial_weights(body_model: smpl.SMPLModel, nonrigid: bool = True):
     return jax.device_get(module.apply(variables, method="weights"))
 
 
-def serial_calibration(lifter: lifter_lib.Lifter, body_model: smpl.SMPLModel,
-                       vertices: np.ndarray, joints3d: np.ndarray, cam: np.ndarray,
-                       nonrigid: bool = True) -> dict[str, np.ndarray]:  # fmt: skip
-    """Serial PC-HMR on a predicted sequence (what `lmr-predict --calibration=LIFTER` adds).
+@dataclasses.dataclass(frozen=True)
+class TrainedCalibration:
+    """A trained serial pchmr model's calibration: anything with `lift` (as a Lifter), its (W, A)
+    and, for PC-Template, the template mesh [V, 3] and joints [17, 3] it calibrates."""
+
+    lift: Callable
+    weights: tuple[np.ndarray, np.ndarray]
+    template: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def trained_calibration(model: pchmr_lib.PCHMR, params: dict, where: str) -> TrainedCalibration:
+    """The lifter, W and A of a trained pchmr model (`params`: its run's).
+
+    Raises:
+      ValueError: one sentence naming `where` (the run) when its target is not 'serial' (a
+        prediction has no 2D keypoints or labels for the others).
+    """
+    if model.target != "serial":
+        raise ValueError(f"{where} is a PC-HMR run with model.target '{model.target}', which "
+                         "needs the video's keypoints or labels; expected a 'serial' run for "
+                         "prediction.")  # fmt: skip
+    lifter_params = params["lifter"]
+    lift = lambda kp2d: model.lifter.apply({"params": lifter_params},
+                                           lifter_lib.normalize_keypoints(kp2d))  # fmt: skip
+    weights = model.calibration.apply({"params": params["calibration"]}, method="weights")
+    template = None
+    if model.template_vertices is not None:
+        template = (model.template_vertices, model.template_joints)
+    return TrainedCalibration(lift, jax.device_get(weights), template)
+
+
+def serial_calibration(lifter, body_model: smpl.SMPLModel, vertices: np.ndarray,
+                       joints3d: np.ndarray, cam: np.ndarray, nonrigid: bool = True,
+                       weights=None, template=None) -> dict[str, np.ndarray]:  # fmt: skip
+    """Serial PC-HMR on a predicted sequence (what `lmr-predict --calibration=RUN` adds).
 
     Args:
-      lifter: the trained lifter (anything with its `lift`).
+      lifter: the trained lifter (anything with its `lift`; a TrainedCalibration too).
       body_model: the body model of `vertices`.
       vertices: [N, V, 3], joints3d: [N, 49, 3] (vibe49), cam: [N, 3] of the base prediction.
-      nonrigid: False: W = 0 (the w/o Non-Rigid ablation).
+      nonrigid: False: W = 0 (the w/o Non-Rigid ablation) with the untrained weights.
+      weights: (W, A) of a trained calibration (None: the untrained W0, A0).
+      template: (vertices [V, 3], h36m17 joints [17, 3]) to calibrate instead of the
+        predicted mesh (PC-Template), None: the predicted mesh.
 
     Returns:
       {'vertices_calibrated' [N, V, 3], 'joints_h36m17_target' [N, 17, 3]}.
     """
-    weights = initial_weights(body_model, nonrigid)
+    w, a = initial_weights(body_model, nonrigid) if weights is None else weights
+    bones = calibration_lib.get_skeleton(_LAYOUT).bones
 
     @jax.jit
     def chunk_fn(pred, labels):
         del labels
-        joints_hmr = smpl.layout_joints(body_model, pred["vertices"], None, _LAYOUT)
-        target = serial_targets(lifter.lift, pred["joints3d"], pred["cam"], joints_hmr)
-        mesh = calibrated_meshes(body_model, pred["vertices"], {"serial": target}, weights)
-        return {"vertices_calibrated": mesh["serial"], "joints_h36m17_target": target}
+        if template is None:
+            source = pred["vertices"]
+            joints_src = smpl.layout_joints(body_model, source, None, _LAYOUT)
+        else:
+            frames = pred["cam"].shape[:-1]
+            source = jnp.broadcast_to(template[0], (*frames, *np.shape(template[0])))
+            joints_src = jnp.broadcast_to(template[1], (*frames, *np.shape(template[1])))
+        target = serial_targets(lifter.lift, pred["joints3d"], pred["cam"], joints_src)
+        mesh = calibration_lib.calibrate(source, joints_src, target, w, a, bones)
+        return {"vertices_calibrated": mesh, "joints_h36m17_target": target}
 
     n = len(vertices)
     labels = {"kp2d": np.zeros((n, 49, 3), np.float32), "pose": np.zeros((n, 72), np.float32),

@@ -171,20 +171,25 @@ def frame_plan(
 
 
 def predict_frames(
-    apply_fn: Callable, features: np.ndarray, plan: FramePlan, batch_size: int = 64
-) -> dict[str, np.ndarray]:
+    apply_fn: Callable, features: np.ndarray, plan: FramePlan, batch_size: int = 64,
+    inputs: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:  # fmt: skip
     """The predictions of a plan's frames: `apply_fn` on its windows, read at each frame's slot.
 
     Args:
-      apply_fn: maps features [W, T, D] to a dict of per-frame outputs [W, T, ...].
+      apply_fn: maps features [W, T, D] (and `inputs` [W, T, ...] as keyword arguments) to a
+        dict of per-frame outputs [W, T, ...].
       features: the video's features [N, D].
       plan: see `frame_plan` (at least one window).
       batch_size: windows per call.
+      inputs: {name: [N, ...]} video fields the model reads besides its features (its
+        `evaluation_inputs`), cut into the same windows; None: none.
 
     Returns:
       A dict of [F, ...] arrays in the plan's frame order.
     """
-    outputs = run_windows(apply_fn, np.asarray(features)[plan.windows], batch_size)
+    windowed = {k: np.asarray(v)[plan.windows] for k, v in (inputs or {}).items()}
+    outputs = run_windows(apply_fn, np.asarray(features)[plan.windows], batch_size, windowed)
     return {k: v[plan.window_of, plan.offset] for k, v in outputs.items()}
 
 
@@ -288,15 +293,18 @@ def score_video(
     window: int,
     protocol: str = "vibe",
     joints: str = "vibe49",
+    input_fields: tuple[str, ...] = (),
 ) -> dict[str, np.ndarray] | None:
     """The per-frame errors of one video's scored frames under `protocol` (None if it scores
     none): {metric: [F]} (NaN where not scored or not labelled) and 'frames' [F] (video frames).
+    `input_fields`: the video's fields the model reads besides its features (`predict_frames`).
     """
     plan = frame_plan(len(video["features"]), window, protocol,
                       video.get("valid"), video.get("valid_i"))  # fmt: skip
     if not plan.scored.any():
         return None
-    pred = predict_frames(apply_fn, video["features"], plan)
+    inputs = {k: video[k] for k in input_fields}
+    pred = predict_frames(apply_fn, video["features"], plan, inputs=inputs)
     labels = {k: np.asarray(video[k])[plan.frames] for k in LABEL_FIELDS}
     errors = video_errors(pred, labels, body_model, joints)
     errors = {k: np.where(plan.scored, v, np.nan) for k, v in errors.items()}
@@ -320,6 +328,7 @@ def evaluate_videos(
     protocol: str = "vibe",
     max_videos: int = 0,
     joints: str = "vibe49",
+    input_fields: tuple[str, ...] = (),
 ) -> dict:
     """Runs the model over whole videos and aggregates the errors of the scored frames.
 
@@ -332,6 +341,8 @@ def evaluate_videos(
       protocol: 'vibe' or 'tcmr'.
       max_videos: stop after this many videos (0: all).
       joints: the joint set, a key of `EVAL_JOINTS`.
+      input_fields: the video fields `apply_fn` takes besides the features, as keyword
+        arguments (the model's `evaluation_inputs`: PC-HMR's kp2d or pose labels).
 
     Returns:
       {'overall': {metric: mm}, 'videos': {vid_name: {metric: mm, 'frames': scored}},
@@ -348,7 +359,8 @@ def evaluate_videos(
             _warn_once(f"video '{name}' has no valid_i flags (MPI-INF-3DHP test frames): "
                        "the tcmr protocol scores all its frames, TCMR only the valid "
                        "ones.")  # fmt: skip
-        errors = score_video(apply_fn, video, body_model, window, protocol, joints)
+        errors = score_video(apply_fn, video, body_model, window, protocol, joints,
+                             input_fields)  # fmt: skip
         if errors is None:
             skipped.append(name)
             continue

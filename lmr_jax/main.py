@@ -47,8 +47,9 @@ _OVERLAP = flags.DEFINE_integer("overlap", None, "predict: frames shared by neig
 _FPS = flags.DEFINE_float("fps", None, "predict: frame rate of the .glb animation (default the "
                           "video's, else 30).")  # fmt: skip
 _CALIBRATION = flags.DEFINE_string("calibration", None, "predict: a pose lifter run "
-                                   "(lmr_jax.models.lifter): also write the serial PC-HMR "
-                                   "calibrated mesh.")  # fmt: skip
+                                   "(lmr_jax.models.lifter; the untrained calibration) or a "
+                                   "trained serial PC-HMR run (experiments/pchmr.py): also "
+                                   "write its calibrated mesh.")  # fmt: skip
 _IMAGES = flags.DEFINE_string("images", None, "extract: a folder of frames (sorted image files) "
                               "instead of --video.")  # fmt: skip
 _BBOXES = flags.DEFINE_string("bboxes", None, "extract: the person's boxes: .npz with bbox "

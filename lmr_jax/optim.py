@@ -1,5 +1,11 @@
 """The optimizer: Adam/AdamW (or plain SGD) with gradient clipping, warmup + constant / cosine
-learning rate, and the 'plateau' schedule.
+learning rate, the 'plateau' schedule, and per-group learning rates.
+
+Per-group learning rates (`group_scaling`): a system may give a factor of optim.lr to each
+top-level parameter group (models.learning_rate_scales: PC-HMR's base and lifter at 1/100 of
+its calibration's rate). The factors multiply the optimizer's updates, after Adam's
+normalisation (so a group's effective Adam step is factor x lr) and before the plateau scale;
+they are constants, so the optimizer state gains one stateless entry and nothing is saved.
 
 The 'plateau' schedule (VIBE's torch ReduceLROnPlateau) keeps its state, the learning-rate
 scale, the best validation value and the count of validations without improvement, as the last
@@ -105,14 +111,36 @@ def plateau_state(opt_state: Any) -> PlateauState | None:
     return None
 
 
+def _scaled(tree, factor: float):
+    return jax.tree.map(lambda u: u * jnp.asarray(factor, u.dtype), tree)
+
+
+def group_scaling(scales: dict[str, float]) -> optax.GradientTransformation:
+    """Multiplies the updates of each top-level parameter group `k` by `scales[k]` (1 for a
+    group not named); the updates must be a dict (a model's params)."""
+
+    def scale(updates, params=None):
+        del params
+        unknown = sorted(set(scales) - set(updates))
+        if unknown:
+            groups = sorted(updates)
+            raise ValueError(f"learning-rate scale for parameter group '{unknown[0]}', which "
+                             f"the model does not have; expected groups of {groups}.")  # fmt: skip
+        return {k: _scaled(v, scales.get(k, 1.0)) for k, v in updates.items()}
+
+    return optax.stateless(scale)
+
+
 OPTIMIZERS = ("adam", "sgd")
 
 
 def make_optimizer(
-    optim: ml_collections.ConfigDict, num_steps: int
+    optim: ml_collections.ConfigDict, num_steps: int, lr_scales: dict[str, float] | None = None
 ) -> optax.GradientTransformation:
     """Adam (AdamW when weight decay is set) or SGD (`optim.optimizer`), with gradient clipping
-    by global norm, and the plateau scaling last when `optim.schedule` is 'plateau'.
+    by global norm, the per-group factors `lr_scales` ({top-level parameter name: factor},
+    `group_scaling`; None or {}: none), and the plateau scaling last when `optim.schedule` is
+    'plateau'.
 
     Plain SGD's update is -lr x gradient: the tests compare gradients through it (Adam's scale
     invariance would hide a gradient-scale bug).
@@ -133,6 +161,8 @@ def make_optimizer(
         parts.append(optax.adamw(schedule, weight_decay=optim.weight_decay))
     else:
         parts.append(optax.adam(schedule))
+    if lr_scales:
+        parts.append(group_scaling(dict(lr_scales)))
     if optim.schedule == "plateau":
         parts.append(plateau_scaling())
     return optax.chain(*parts)

@@ -27,8 +27,9 @@ camera, as the training data; crop coordinates in [-1, 1] across the person crop
   frame_ids [N] int32; pose [N, 72] axis-angle (global orientation first); rotmats
   [N, 24, 3, 3]; betas [N, 10]; cam [N, 3] weak-perspective [s, tx, ty] of the crop
   (x_crop = s * (X + t)); vertices [N, 6890, 3]; faces [F, 3] int32; joints_vibe49 [N, 49, 3];
-  joints_common14 [N, 14, 3]; kp2d [N, 49, 2] crop coordinates; with --calibration=LIFTER_RUN
-  (serial PC-HMR, lmr_jax/calibrated.py) vertices_calibrated [N, 6890, 3] and
+  joints_common14 [N, 14, 3]; kp2d [N, 49, 2] crop coordinates; with --calibration=RUN (a
+  lifter run or a trained serial PC-HMR run; serial PC-HMR, lmr_jax/calibrated.py), or with a
+  PC-HMR run as --workdir, vertices_calibrated [N, 6890, 3] and
   joints_h36m17_target [N, 17, 3] (the lifted target joints); and with a bbox:
   bbox [N, 4], cam_image [N, 3] = [s, tx, ty] in pixels with x_pixel = s * X + (tx, ty) (and
   the same for y), kp2d_image [N, 49, 2] pixels. Scalars: model, step, window, overlap.
@@ -336,10 +337,12 @@ def run(
       overlap: frames shared by neighbouring windows (None: half the window).
       fps: frame rate of the `.glb` animation (None: the features file's `fps`, else 30).
       smpl_path: SMPL model file or folder.
-      calibration: a pose lifter run (lmr_jax.models.lifter): serial PC-HMR on the prediction
-        (lmr_jax.calibrated.serial_calibration, the untrained calibration module) adds
+      calibration: a pose lifter run (lmr_jax.models.lifter; the untrained calibration
+        module) or a trained serial PC-HMR run (experiments/pchmr.py; its lifter, W and A):
+        serial PC-HMR on the prediction (lmr_jax.calibrated.serial_calibration) adds
         `vertices_calibrated` and `joints_h36m17_target` to the `.npz`, and the `.obj`s /
-        `.glb` show the calibrated mesh.
+        `.glb` show the calibrated mesh. A PC-HMR run as `workdir` is its own calibration
+        (its fine-tuned base predicts, its lifter, W and A calibrate).
 
     Returns:
       The paths written: the features file when extracted, the `.npz`, then `obj_dir` and `glb`
@@ -358,11 +361,7 @@ def run(
     if video is not None and config is None:
         raise PredictError("--video needs --config=experiments/<name>.py to know the dataset.")
     model, params, info = load_run(workdir, config.model if config else None, smpl_path)
-    lifter = None
-    if calibration is not None:
-        from lmr_jax.models import lifter as lifter_lib
-
-        lifter = lifter_lib.load_lifter(calibration)  # a bad path fails before any work
+    calibrator = _calibrator(calibration, (model, params, info), workdir, smpl_path)  # first
     width = feature_width(params)
     run_dir, _ = _split_checkpoint_path(workdir)
     written, name = [], None
@@ -383,12 +382,13 @@ def run(
     result = predict_sequence(model, params, info["body_model"], source["features"],
                               info["window"], overlap)  # fmt: skip
     shown = result["vertices"]
-    if lifter is not None:
+    if calibrator is not None:
         from lmr_jax import calibrated
 
-        result.update(calibrated.serial_calibration(lifter, info["body_model"],
-                                                    result["vertices"], result["joints_vibe49"],
-                                                    result["cam"]))  # fmt: skip
+        lifter, weights, template = calibrator
+        result.update(calibrated.serial_calibration(
+            lifter, info["body_model"], result["vertices"], result["joints_vibe49"],
+            result["cam"], weights=weights, template=template))  # fmt: skip
         shown = result["vertices_calibrated"]
     output = output or os.path.join(run_dir, "predict", f"{name}.npz")
     meta = dict(model=info["model_config"].name, step=info["step"], window=info["window"],
@@ -405,6 +405,43 @@ def run(
         export.write_glb(glb, shown, faces, fps=fps or source.get("fps") or 30.0)
         written.append(glb)
     return written
+
+
+def _calibrator(calibration: str | None, run: tuple, workdir: str, smpl_path: str | None):
+    """(lifter, weights, template) of `--calibration` (None: none) for serial_calibration: a
+    lifter run gives the untrained W0, A0 (weights None); a pchmr run its trained lifter, W and
+    A; without --calibration a pchmr --workdir calibrates with its own. `run`: the --workdir's
+    (model, params, info) from load_run.
+
+    Raises:
+      PredictError: one sentence for a path that is neither, or a pchmr run that is not serial.
+    """
+    from lmr_jax.models import lifter as lifter_lib
+    from lmr_jax.models import saved
+
+    model, params, info = run
+    if calibration is None and info["model_config"].name != "pchmr":
+        return None
+    if calibration is not None and saved.holds_saved(lifter_lib.lifter_dir(calibration)):
+        return lifter_lib.load_lifter(calibration), None, None
+    if calibration is not None:
+        if not os.path.isdir(os.path.join(calibration, "checkpoints")):
+            raise PredictError(f"--calibration={calibration} holds neither a pose lifter "
+                               "(lmr_jax.models.lifter) nor checkpoints of a PC-HMR run "
+                               "(experiments/pchmr.py); expected one of them.")  # fmt: skip
+        model, params, info = load_run(calibration, smpl_path=smpl_path)
+        workdir = calibration
+        if info["model_config"].name != "pchmr":
+            raise PredictError(f"--calibration={calibration} is a run of model "
+                               f"'{info['model_config'].name}', expected a pose lifter run or a "
+                               "PC-HMR run (experiments/pchmr.py).")  # fmt: skip
+    from lmr_jax import calibrated
+
+    try:
+        trained = calibrated.trained_calibration(model, params, workdir)
+    except ValueError as error:
+        raise PredictError(str(error)) from None
+    return trained, trained.weights, trained.template
 
 
 def _extract(extraction: dict, width: int, run_dir: str) -> tuple[str, str]:

@@ -295,6 +295,7 @@ def evaluate_set(
         protocol=config.eval.protocol,
         max_videos=max_videos,
         joints=eval_set.joints,
+        input_fields=tuple(getattr(model, "evaluation_inputs", ())),
     )
 
 
@@ -358,7 +359,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
 
     # --- State, optimizer, checkpoints -----------------------------------------------------
     schedule = learning_rate_schedule(config.optim, num_steps)
-    optimizer = make_optimizer(config.optim, num_steps)
+    optimizer = make_optimizer(config.optim, num_steps, models.learning_rate_scales(config))
     # A resumed run restores its own checkpoint: nothing is read from other runs for it.
     resuming = has_checkpoint(workdir)
     state = init_state(config, model, optimizer, features_shape, from_other_runs=not resuming)

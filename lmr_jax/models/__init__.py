@@ -1,5 +1,6 @@
 """Models and their registry: LMR (and its ablations), the VIBE-style and per-frame HMR baselines,
-HKMR (models/hkmr.py), DSD and SATN (models/dsd.py, models/satn.py).
+HKMR (models/hkmr.py), DSD and SATN (models/dsd.py, models/satn.py), PC-HMR's stage 2 on a
+trained regressor run (models/pchmr.py).
 
 Each system lives in its own file, `lmr_jax/models/<system>.py`, with its Flax module(s) AND its
 config: `default_config()` (its fields with their defaults; the fields every system shares come
@@ -8,8 +9,12 @@ from models.common), `check_config(config)` (ValueError, one sentence) and
 -> new one, so that configs and checkpoints of before a rename keep loading),
 `VARIANT_WIDTH_FIELD` (the field the shared variants' width sets, see `variant_width_field`),
 `extra_losses(config, outputs, batch, axis_name)` (loss terms of the system beside the
-shared ones, see `extra_losses` below) and `initial_params(config, params, read_run)` (the
-parts of a new run's parameters that come from another run, see `initial_params` below).
+shared ones, see `extra_losses` below), `initial_params(config, params, read_run)` (the
+parts of a new run's parameters that come from another run, see `initial_params` below) and
+`learning_rate_scales(config)` (per top-level parameter group, a factor of optim.lr, see
+`learning_rate_scales` below). A system built on another run's model (PC-HMR) sets
+`BUILDS_BASE_MODEL = True`: its `build(config, body_model, build_saved)` also gets the
+registry's builder of a model config saved with a checkpoint (`build_saved_model`).
 A module may declare `training_inputs` (a tuple of batch fields, e.g. ('kp2d',)): the training
 step passes those fields of the batch to it as keyword arguments (rngs.apply_for_training).
 `SYSTEMS` below maps a name to that module; a new system is one new line there.
@@ -43,7 +48,7 @@ import ml_collections
 import numpy as np
 
 from lmr_jax import smpl as smpl_lib
-from lmr_jax.models import common, dsd, hkmr, hmr, lmr, satn, vibe
+from lmr_jax.models import common, dsd, hkmr, hmr, lmr, pchmr, satn, vibe
 from lmr_jax.models.hmr import HMR, HMRRegressor
 from lmr_jax.models.layers import FeedForward, StackedDense
 from lmr_jax.models.lmr import LMR, PartRecurrences, SingleRecurrence
@@ -59,6 +64,7 @@ SYSTEMS: dict[str, types.ModuleType] = {
     "hkmr": hkmr,
     "dsd": dsd,
     "satn": satn,
+    "pchmr": pchmr,
 }
 MODEL_NAMES = tuple(SYSTEMS)  # the names as registered at import
 # A field every system may have: a ResNet that turns frames into the system's features
@@ -135,6 +141,17 @@ def initial_params(config: ml_collections.ConfigDict, params, read_run):
     """
     params_fn = getattr(_system(config.model.get("name", "")), "initial_params", None)
     return params if params_fn is None else params_fn(config, params, read_run)
+
+
+def learning_rate_scales(config: ml_collections.ConfigDict) -> dict[str, float]:
+    """{top-level parameter name: factor of optim.lr} of the system (PC-HMR: the base and the
+    lifter at 1/100 of the calibration's rate); {} (every group at optim.lr) for a system
+    without the hook. optim.make_optimizer applies them to the updates.
+
+    A system module MAY define `learning_rate_scales(config) -> dict[str, float]`.
+    """
+    scales_fn = getattr(_system(config.model.get("name", "")), "learning_rate_scales", None)
+    return {} if scales_fn is None else dict(scales_fn(config))
 
 
 def renamed_fields(name: str) -> dict[str, str]:
@@ -226,7 +243,16 @@ def build_model(config: ml_collections.ConfigDict, body_model: smpl_lib.SMPLMode
 
         return pixels.wrap(config, body_model, build_model)
     check_model_config(config)
-    return _system(config["name"]).build(complete_model_config(config), body_model)
+    system = _system(config["name"])
+    if getattr(system, "BUILDS_BASE_MODEL", False):
+        return system.build(complete_model_config(config), body_model, build_saved_model)
+    return system.build(complete_model_config(config), body_model)
+
+
+def build_saved_model(saved: dict, body_model: smpl_lib.SMPLModel):
+    """The model of a model config as saved with a checkpoint (`saved_model_config`: old flat
+    configs too; missing fields at their defaults)."""
+    return build_model(ml_collections.ConfigDict(saved_model_config(dict(saved))), body_model)
 
 
 def count_params(params) -> int:

@@ -60,8 +60,8 @@ Choices where the paper is silent:
 
 The lifter is models/lifter.py; serial and parallel targets, the calibrated meshes and
 `lmr-predict --calibration` are in lmr_jax/calibrated.py, the side-by-side evaluation in
-lmr_jax/calibrated_eval.py. Not built yet: stage 2 (W, A and the networks fine-tuned end to end
-with 3D mesh supervision).
+lmr_jax/calibrated_eval.py. Stage 2 (W, A and the networks fine-tuned end to end with 3D mesh
+supervision) is the 'pchmr' system, models/pchmr.py.
 """
 
 from __future__ import annotations

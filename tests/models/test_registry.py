@@ -54,7 +54,7 @@ def test_each_system_owns_exactly_its_fields_with_their_defaults(name):
     config = models.default_model_config(name)
     assert models.SYSTEMS[name].default_config().to_dict() == config.to_dict()
     assert config.to_dict() == {"name": name, **SHARED, **OWN[name]}
-    assert models.MODEL_NAMES == ("lmr", "vibe", "hmr", "hkmr", "dsd", "satn")
+    assert models.MODEL_NAMES == ("lmr", "vibe", "hmr", "hkmr", "dsd", "satn", "pchmr")
 
 
 @pytest.mark.parametrize(
