@@ -45,20 +45,7 @@ def smoke(config):
 BASES = {**config_lib.VARIANTS, "smoke": smoke}
 
 
-def _variant(base, overrides):
-    def apply(config):
-        config = BASES[base](config)
-        config.model.update(overrides)
-        return config
-
-    return apply
-
-
-VARIANTS = {
-    **BASES,
-    **{("_".join(filter(None, (base, name)))): _variant(base, overrides)
-       for base in BASES for name, overrides in ABLATIONS.items()},
-}  # fmt: skip
+VARIANTS = config_lib.model_variants(BASES, ABLATIONS)
 
 
 def get_config(arg: str | None = None):

@@ -59,19 +59,25 @@ def evaluate_calibrated(
     calibrate_fn = jax.jit(lambda pred, labels: calibrate_frames(
         body_model, lift, pred, labels, weights, modes))  # fmt: skip
     pooled: dict[str, dict[str, list]] = {}
-    for i, video in enumerate(videos):
-        if max_videos and i >= max_videos:
-            break
-        plan = evaluate.frame_plan(len(video["features"]), window, protocol,
-                                   video.get("valid"), video.get("valid_i"))  # fmt: skip
-        if not plan.scored.any():
-            continue
+    for video, plan in _planned(videos, window, protocol, max_videos):
         pred = evaluate.predict_frames(apply_fn, video["features"], plan)
         fields = (*evaluate.LABEL_FIELDS, "kp2d")
         labels = {k: np.asarray(video[k])[plan.frames] for k in fields}
         meshes = map_chunks(calibrate_fn, pred, labels, evaluate.CHUNK)
         _pool(pooled, meshes, labels, plan, body_model)
     return _summaries(pooled, ("base", *modes), protocol, window)
+
+
+def _planned(videos: Iterable[dict], window: int, protocol: str, max_videos: int):
+    """(video, its frame plan) of the first `max_videos` videos (0: all) that the protocol
+    scores."""
+    for i, video in enumerate(videos):
+        if max_videos and i >= max_videos:
+            break
+        plan = evaluate.frame_plan(len(video["features"]), window, protocol,
+                                   video.get("valid"), video.get("valid_i"))  # fmt: skip
+        if plan.scored.any():
+            yield video, plan
 
 
 def _pool(pooled: dict, meshes: dict, labels: dict, plan, body_model) -> None:
@@ -109,13 +115,7 @@ def evaluate_run(model, params, videos: Iterable[dict], body_model: smpl.SMPLMod
     apply_fn = runner.make_apply_fn(model, ("vertices_base", "vertices"))
     fields = tuple(model.evaluation_inputs)
     pooled: dict[str, dict[str, list]] = {}
-    for i, video in enumerate(videos):
-        if max_videos and i >= max_videos:
-            break
-        plan = evaluate.frame_plan(len(video["features"]), window, protocol,
-                                   video.get("valid"), video.get("valid_i"))  # fmt: skip
-        if not plan.scored.any():
-            continue
+    for video, plan in _planned(videos, window, protocol, max_videos):
         pred = evaluate.predict_frames(lambda f, **x: apply_fn(params, f, **x),
                                        video["features"], plan,
                                        inputs={k: video[k] for k in fields})  # fmt: skip

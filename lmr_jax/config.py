@@ -413,6 +413,25 @@ def vibe_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 VIBE_VARIANTS = {"": lambda c: c, "vibe_w_3dpw": vibe_w_3dpw, "smoke": vibe_smoke}
 
 
+def model_variants(bases: dict, overrides: dict[str, dict]) -> dict:
+    """An experiment file's variants: every base variant ('' included) as it is, and every
+    (base, name) pair as `<base>_<name>` (or `<name>` for the base ''): the base variant, then
+    the model fields `overrides[name]` (HKMR's and PC-HMR's ablations, e.g. `cpu_no_hierarchy`).
+    """
+
+    def combined(base, fields):
+        def apply(config):
+            config = bases[base](config)
+            config.model.update(fields)
+            return config
+
+        return apply
+
+    named = {"_".join(filter(None, (base, name))): combined(base, fields)
+             for base in bases for name, fields in overrides.items()}  # fmt: skip
+    return {**bases, **named}
+
+
 def apply_variant(
     config: ml_collections.ConfigDict, arg: str | None, variants: dict | None = None
 ) -> ml_collections.ConfigDict:
