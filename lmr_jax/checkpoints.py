@@ -148,6 +148,14 @@ def _restore_as_saved(mngr: ocp.CheckpointManager, step: int) -> Any:
     return restored["state"]
 
 
+def _step_or_latest(mngr, step: int | None) -> int:
+    """`step`, or the latest step of the checkpoints of `mngr`; TrainingError if it has none."""
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise TrainingError(f"no checkpoint in {mngr.directory}; train first (--mode=train).")
+    return step
+
+
 def restore_saved_state(workdir: str, step: int | None = None) -> Any:
     """The train state of a run's checkpoint (the latest by default) as saved (a tree of step,
     params and opt_state, its containers as orbax restores them), whatever topology saved it.
@@ -157,9 +165,7 @@ def restore_saved_state(workdir: str, step: int | None = None) -> Any:
       DamagedCheckpointError: the checkpoint's files do not read.
     """
     mngr = open_checkpoints(workdir)
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        raise TrainingError(f"no checkpoint in {mngr.directory}; train first (--mode=train).")
+    step = _step_or_latest(mngr, step)
     with damage_named(mngr, step):
         return _restore_as_saved(mngr, step)
 
@@ -191,9 +197,7 @@ def read_run(workdir: str, step: int | None = None) -> tuple[Any, Any]:
       DamagedCheckpointError: the checkpoint's files do not read.
     """
     mngr = open_checkpoints(workdir)
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        raise TrainingError(f"no checkpoint in {mngr.directory}; train first (--mode=train).")
+    step = _step_or_latest(mngr, step)
     meta, params = read_checkpoint(mngr, step)
     return meta.get("compat", {}).get("model"), params
 
